@@ -1,0 +1,45 @@
+"""Small helpers shared by the layer families: example-input shapes, dtypes, per-axis tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+
+from jaxdl.types import InputLike, LayerError
+
+
+def shape_of(x: InputLike) -> tuple[int, ...]:
+    """The shape of an array or a ``jax.ShapeDtypeStruct``."""
+    return tuple(x.shape)
+
+
+def param_dtype(x: InputLike):
+    """Parameters take the input's dtype when it is floating (float64 for gradient checks)."""
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+
+
+def per_axis(value: int | Sequence[int], ndim: int, kind: str, what: str) -> tuple[int, ...]:
+    """``value`` repeated over ``ndim`` spatial axes, or checked to have ``ndim`` entries."""
+    values = (value,) * ndim if isinstance(value, int) else tuple(value)
+    if len(values) != ndim or any(not isinstance(v, int) or v < 1 for v in values):
+        raise LayerError(kind, f"{what} must be a positive int or {ndim} positive ints, got {value!r}")
+    return values
+
+
+def check_rank(kind: str, x: InputLike, rank: int, layout: str) -> None:
+    """Raises a `LayerError` unless ``x`` has ``rank`` axes, described by ``layout``."""
+    if len(shape_of(x)) != rank:
+        raise LayerError(kind, f"expected input {layout} (rank {rank}), got shape {shape_of(x)}")
+
+
+
+def spatial_layout(ndim: int) -> str:
+    """How a channels-last input with ``ndim`` spatial axes is laid out, for error messages."""
+    names = {1: "length", 2: "height, width", 3: "depth, height, width"}.get(ndim, "*spatial")
+    return f"[batch, {names}, channels]"
+
+
+def per_channel(v, ndim: int):
+    """A ``[channels]`` vector as ``[1, ..., 1, channels]`` of rank ``ndim``, so it broadcasts."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)

@@ -1,0 +1,83 @@
+"""`serial`: layers composed in sequence, their params and state under readable names."""
+
+from __future__ import annotations
+
+import jax
+
+from jaxdl.types import Layer, LayerError
+
+
+def _named(entries) -> list[tuple[str, Layer]]:
+    """Pairs ``(name, layer)``; an unnamed layer is called ``{kind}{k}``, its k-th of that kind."""
+    counts: dict[str, int] = {}
+    named = []
+    for entry in entries:
+        name, layer = entry if isinstance(entry, tuple) else (None, entry)
+        if not isinstance(layer, Layer):
+            raise TypeError(f"serial: expected a Layer or a (name, Layer) pair, got {entry!r}")
+        counts[layer.kind] = counts.get(layer.kind, 0) + 1
+        named.append((name or f"{layer.kind}{counts[layer.kind]}", layer))
+    names = [name for name, _ in named]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"serial: layer names must be unique, repeated: {repeated} in {names}")
+    return named
+
+
+def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
+    """Chains layers: the output of each is the input of the next.
+
+    Args:
+      *layers: `Layer` values or ``(name, Layer)`` pairs. An unnamed layer gets the stable name
+        ``{kind}{k}`` (``dense1``, ``dense2``, ``relu1``): its position among layers of its kind.
+
+    Returns:
+      A `Layer` whose params and state are dicts keyed by layer name, holding only the layers that
+      have any (``{"conv1": {"w": [5, 5, 1, 32], "b": [32]}, ...}``). ``init`` and ``apply`` give
+      each layer its own key, split from the one they are given.
+
+    Example:
+      >>> model = jaxdl.serial(("conv1", conv2d(32, 5)), ("act1", relu), flatten, dense(10))
+      >>> params, state = model.init(key, jnp.zeros((1, 28, 28, 1)))
+    """
+    named = _named(layers)
+
+    def located(name, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LayerError as error:
+            raise error.within(name) from None
+
+    def init(key, x):
+        params, state = {}, {}
+        keys = jax.random.split(key, len(named))
+        for (name, layer), layer_key in zip(named, keys, strict=True):
+            p, s = located(name, layer.init, layer_key, x)
+            x, _ = jax.eval_shape(
+                lambda p, s, x, layer=layer: layer.apply(p, s, x), p, s, x
+            )  # the next layer's example input: shape and dtype only
+            if p:
+                params[name] = p
+            if s:
+                state[name] = s
+        return params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
+        new_state = {}
+        for (name, layer), layer_key in zip(named, keys, strict=True):
+            x, s = located(
+                name,
+                layer.apply,
+                params.get(name, {}),
+                state.get(name, {}),
+                x,
+                key=layer_key,
+                train=train,
+            )
+            if s:
+                new_state[name] = s
+        return x, new_state
+
+    return Layer(init, apply, "serial")
+

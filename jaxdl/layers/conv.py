@@ -1,0 +1,142 @@
+"""Convolution over 1-D and 2-D (any N-D) channels-last inputs; `conv1d`/`conv2d` are partials."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+from jax import lax
+
+from jaxdl import initializers
+from jaxdl.layers._util import param_dtype, per_axis, per_channel, shape_of, spatial_layout
+from jaxdl.types import Layer, LayerError
+
+_SPATIAL = "DHW"  # names of up to three spatial axes, innermost last
+Padding = str | int | Sequence[tuple[int, int]]
+
+
+def dimension_numbers(ndim: int) -> tuple[str, str, str]:
+    """``lax.conv_general_dilated`` layouts for channels-last inputs with ``ndim`` spatial axes."""
+    spatial = _SPATIAL[-ndim:]
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
+def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple[int, int]]:
+    """``"SAME"``/``"VALID"`` as they are, an int ``p`` as ``(p, p)`` on every spatial axis."""
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise LayerError(kind, f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
+        return padding.upper()
+    if isinstance(padding, int):
+        return [(padding, padding)] * ndim
+    pairs = [tuple(p) for p in padding]
+    if len(pairs) != ndim or any(len(p) != 2 for p in pairs):
+        raise LayerError(kind, f"padding needs {ndim} (low, high) pairs, got {padding!r}")
+    return pairs
+
+
+def check_fits(kind: str, shape, window, dilation, padding) -> None:
+    """Raises unless the (dilated) window fits the padded input on every spatial axis."""
+    spatial = shape[1:-1]
+    for axis, (size, k, d) in enumerate(zip(spatial, window, dilation, strict=True)):
+        span = (k - 1) * d + 1
+        pad = 0 if isinstance(padding, str) else sum(padding[axis])
+        if padding != "SAME" and span > size + pad:
+            raise LayerError(
+                kind,
+                f"window {tuple(window)} (dilation {tuple(dilation)}) is larger than the input's "
+                f"spatial shape {tuple(spatial)} with padding {padding!r}; got input shape {shape}",
+            )
+
+
+def conv(
+    features: int,
+    kernel: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: Padding = "SAME",
+    dilation: int | Sequence[int] = 1,
+    *,
+    ndim: int | None = None,
+    w_init="he_normal",
+    b_init="zeros",
+    init_scale: float = 1.0,
+    use_bias: bool = True,
+) -> Layer:
+    """A convolution with ``features`` output channels over channels-last inputs.
+
+    Args:
+      features: number of output channels.
+      kernel: receptive field, an int (same on every spatial axis) or one int per axis.
+      stride: step between windows, int or per axis.
+      padding: ``"SAME"``, ``"VALID"``, an int (that many zeros on both sides of every axis) or
+        one ``(low, high)`` pair per axis.
+      dilation: spacing between kernel taps, int or per axis.
+      ndim: number of spatial axes; ``None`` takes it from a tuple ``kernel`` or from the input
+        (rank minus 2). `conv1d` and `conv2d` fix it.
+      w_init: initialiser of ``w`` (``[*kernel, in, features]``), a name or a function.
+      b_init: initialiser of ``b`` (``[features]``).
+      init_scale: multiplies the initial ``w``.
+      use_bias: whether to add ``b``.
+
+    Returns:
+      A `Layer` mapping ``[batch, *spatial, in]`` to ``[batch, *spatial_out, features]``, params
+      ``{"w": [*kernel, in, features], "b": [features]}``.
+
+    Example:
+      >>> layer = jaxdl.conv2d(32, 5)  # on [batch, 28, 28, 1] -> [batch, 28, 28, 32]
+    """
+    if not isinstance(features, int) or features < 1:
+        raise LayerError("conv", f"features must be a positive int, got {features!r}")
+    if ndim is None and not isinstance(kernel, int):
+        ndim = len(tuple(kernel))
+    w_fn = initializers.get(w_init, init_scale)
+    b_fn = initializers.get(b_init)
+
+    def geometry(shape):
+        n = ndim if ndim is not None else len(shape) - 2
+        if n < 1 or len(shape) != n + 2:
+            raise LayerError("conv", f"expected input {spatial_layout(n)}, got shape {shape}")
+        window = per_axis(kernel, n, "conv", "kernel")
+        strides = per_axis(stride, n, "conv", "stride")
+        dilations = per_axis(dilation, n, "conv", "dilation")
+        pads = explicit_padding(padding, n, "conv")
+        check_fits("conv", shape, window, dilations, pads)
+        return n, window, strides, dilations, pads
+
+    def init(key, x):
+        shape = shape_of(x)
+        _, window, *_ = geometry(shape)
+        w_key, b_key = jax.random.split(key)
+        dtype = param_dtype(x)
+        params = {"w": w_fn(w_key, (*window, shape[-1], features), dtype)}
+        if use_bias:
+            params["b"] = b_fn(b_key, (features,), dtype)
+        return params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        n, _, strides, dilations, pads = geometry(x.shape)
+        in_channels = params["w"].shape[-2]
+        if x.shape[-1] != in_channels:
+            raise LayerError(
+                "conv", f"expected input with {in_channels} channels (last axis), got shape {x.shape}"
+            )
+        y = lax.conv_general_dilated(
+            x,
+            params["w"],
+            window_strides=strides,
+            padding=pads,
+            rhs_dilation=dilations,
+            dimension_numbers=dimension_numbers(n),
+        )
+        if use_bias:
+            y = y + per_channel(params["b"], y.ndim)
+        return y, state
+
+    return Layer(init, apply, "conv")
+
+
+conv1d = functools.partial(conv, ndim=1)
+conv1d.__doc__ = "A 1-D `conv`: inputs ``[batch, length, channels]``. Args and Returns as `conv`."
+conv2d = functools.partial(conv, ndim=2)
+conv2d.__doc__ = "A 2-D `conv`: inputs ``[batch, height, width, channels]``. Args and Returns as `conv`."

@@ -1,0 +1,114 @@
+"""Max and average pooling over the spatial axes of channels-last inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxdl.layers._util import per_axis, spatial_layout
+from jaxdl.layers.conv import Padding, check_fits, explicit_padding
+from jaxdl.types import Layer, LayerError
+
+
+def _tiles(x, window):
+    """``[B, *spatial, C]`` cropped to whole windows and split: ``[B, s1/w1, w1, s2/w2, w2, C]``."""
+    spatial = x.shape[1:-1]
+    kept = tuple(s // w * w for s, w in zip(spatial, window, strict=True))
+    x = x[(slice(None), *(slice(0, k) for k in kept), slice(None))]
+    split = [d for k, w in zip(kept, window, strict=True) for d in (k // w, w)]
+    return x.reshape(x.shape[0], *split, x.shape[-1])  # [B, s1/w1, w1, ..., C]
+
+
+def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> Layer:
+    def geometry(x):
+        n = x.ndim - 2
+        if n < 1:
+            raise LayerError(kind, f"expected input {spatial_layout(n)}, got shape {x.shape}")
+        win = per_axis(window, n, kind, "window")
+        strides = win if stride is None else per_axis(stride, n, kind, "stride")
+        pads = explicit_padding(padding, n, kind)
+        check_fits(kind, x.shape, win, (1,) * n, pads)
+        return n, win, strides, pads
+
+    def init(key, x):
+        return {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        n, win, strides, pads = geometry(x)
+        if strides == win and pads == "VALID":
+            # Non-overlapping windows: a reshape and a reduction. XLA:CPU differentiates this several
+            # times faster than reduce_window (whose backward pass is select_and_scatter).
+            window_axes = tuple(range(2, 2 * n + 1, 2))
+            return reduce_tiles(_tiles(x, win), window_axes), state
+        full = (1, *win, 1)
+        full_strides = (1, *strides, 1)
+        full_pads = pads if isinstance(pads, str) else [(0, 0), *pads, (0, 0)]
+        return reduce_window(x, full, full_strides, full_pads), state
+
+    return Layer(init, apply, kind)
+
+
+def _max_window(x, window, strides, padding):
+    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, window, strides, padding)
+
+
+def _avg_window(x, window, strides, padding):
+    # The mean over the window's valid (unpadded) elements.
+    zero = jnp.array(0, x.dtype)
+    total = lax.reduce_window(x, zero, lax.add, window, strides, padding)
+    count = lax.reduce_window(jnp.ones_like(x), zero, lax.add, window, strides, padding)
+    return total / count
+
+
+def max_pool(
+    window: int | Sequence[int], stride: int | Sequence[int] | None = None, padding: Padding = "VALID"
+) -> Layer:
+    """Max over each spatial window, channel by channel.
+
+    Args:
+      window: window size, an int (every spatial axis) or one per axis.
+      stride: step between windows; ``None`` means ``window`` (non-overlapping windows).
+      padding: ``"VALID"`` (default), ``"SAME"``, an int or ``(low, high)`` pairs.
+
+    Returns:
+      A parameter-free `Layer` mapping ``[batch, *spatial, channels]`` to
+      ``[batch, *pooled, channels]`` (``pooled = spatial // window`` for the default stride).
+    """
+    return _pool("max_pool", window, stride, padding, jnp.max, _max_window)
+
+
+def avg_pool(
+    window: int | Sequence[int], stride: int | Sequence[int] | None = None, padding: Padding = "VALID"
+) -> Layer:
+    """Mean over each spatial window (padding excluded from the count), channel by channel.
+
+    Args:
+      window: window size, an int (every spatial axis) or one per axis.
+      stride: step between windows; ``None`` means ``window``.
+      padding: ``"VALID"`` (default), ``"SAME"``, an int or ``(low, high)`` pairs.
+
+    Returns:
+      A parameter-free `Layer` mapping ``[batch, *spatial, channels]`` to
+      ``[batch, *pooled, channels]``.
+    """
+    return _pool("avg_pool", window, stride, padding, jnp.mean, _avg_window)
+
+
+def pool(kind: str, window: int, **kwargs) -> Layer:
+    """The pooling layer named ``kind`` (``"max"`` or ``"avg"``).
+
+    Args:
+      kind: ``"max"`` or ``"avg"``.
+      window: window size.
+      **kwargs: ``stride`` and ``padding``, as `max_pool`.
+
+    Returns:
+      A `Layer`.
+    """
+    makers = {"max": max_pool, "avg": avg_pool}
+    if kind not in makers:
+        raise ValueError(f"unknown pooling {kind!r}; valid: {', '.join(makers)} (or None)")
+    return makers[kind](window, **kwargs)
+

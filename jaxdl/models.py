@@ -1,0 +1,123 @@
+"""Model recipes built only from `serial` and layers: `mlp` and `convnet`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jaxdl.layers import activation as get_activation
+from jaxdl.layers import batch_norm, conv, dense, dropout, flatten, layer_norm, serial
+from jaxdl.layers import pool as pool_layer
+from jaxdl.types import Layer
+
+_NORMS = {"layer": layer_norm, "batch": batch_norm}
+
+
+def _norm(kind: str | None) -> Layer | None:
+    if kind is None:
+        return None
+    if kind not in _NORMS:
+        raise ValueError(f"unknown norm {kind!r}; valid: {', '.join(_NORMS)} (or None)")
+    return _NORMS[kind]()
+
+
+def _dense_stack(hidden, num_classes, act, init, init_scale, dropout_rate, norm, first_act):
+    """Hidden blocks ``dense{i}[, norm{i}], act{k}[, dropout{i}]`` and the output ``dense{n+1}``."""
+    entries = []
+    for i, width in enumerate(hidden, start=1):
+        entries.append((f"dense{i}", dense(width, w_init=init, init_scale=init_scale)))
+        if norm is not None:
+            entries.append((f"norm{i}", _norm(norm)))
+        entries.append((f"act{first_act + i - 1}", act))
+        if dropout_rate:
+            entries.append((f"dropout{i}", dropout(dropout_rate)))
+    output = dense(num_classes, w_init=init, init_scale=init_scale)
+    entries.append((f"dense{len(hidden) + 1}", output))
+    return entries
+
+
+def mlp(
+    hidden: Sequence[int] = (256, 256),
+    num_classes: int = 10,
+    activation: str = "sigmoid",
+    init: str = "glorot_uniform",
+    *,
+    init_scale: float = 1.0,
+    dropout: float = 0.0,
+    norm: str | None = None,
+) -> Layer:
+    """A multi-layer perceptron: flatten, hidden dense layers with an activation, a linear output.
+
+    ``hidden=()`` gives multinomial logistic regression.
+
+    Args:
+      hidden: widths of the hidden layers.
+      num_classes: number of outputs (logits).
+      activation: activation name (see `jaxdl.layers.ACTIVATIONS`) after each hidden layer.
+      init: initialiser name of every ``w`` (see `jaxdl.initializers.NAMES`); biases start at 0.
+      init_scale: multiplies every initial ``w`` (with ``init="normal"``, the std).
+      dropout: fraction of hidden units zeroed in training (0 disables dropout).
+      norm: ``None``, ``"layer"`` or ``"batch"`` normalisation before each activation.
+
+    Returns:
+      A `Layer` mapping ``[batch, ...features]`` to logits ``[batch, num_classes]``, params named
+      ``dense1 .. dense{len(hidden)+1}`` (and ``norm{i}``).
+    """
+    act = get_activation(activation)
+    stack = _dense_stack(hidden, num_classes, act, init, init_scale, dropout, norm, first_act=1)
+    return serial(("flatten", flatten), *stack)
+
+
+def convnet(
+    channels: Sequence[int] = (32, 64),
+    kernel: int | Sequence[int] = 5,
+    pool: str | None = "max",
+    hidden: Sequence[int] = (128,),
+    num_classes: int = 10,
+    activation: str = "relu",
+    init: str = "he_normal",
+    *,
+    pool_size: int = 2,
+    init_scale: float = 1.0,
+    dropout: float = 0.0,
+    norm: str | None = None,
+    ndim: int | None = None,
+) -> Layer:
+    """A ConvNet: conv blocks (conv, activation, pooling), then flatten and an `mlp` head.
+
+    Works on 1-D inputs ``[batch, length, channels]`` and 2-D inputs
+    ``[batch, height, width, channels]``; the number of spatial axes comes from the input unless
+    ``ndim`` is given.
+
+    Args:
+      channels: output channels of each conv layer (``SAME`` padding, stride 1).
+      kernel: receptive field of every conv layer, an int or one int per spatial axis.
+      pool: ``"max"``, ``"avg"`` or ``None`` (no pooling) after each conv block.
+      hidden: widths of the dense hidden layers after flattening.
+      num_classes: number of outputs (logits).
+      activation: activation name after every conv and hidden dense layer.
+      init: initialiser name of every ``w``.
+      pool_size: pooling window (and stride).
+      init_scale: multiplies every initial ``w``.
+      dropout: fraction of dense hidden units zeroed in training.
+      norm: ``None``, ``"layer"`` or ``"batch"`` normalisation before each activation.
+      ndim: number of spatial axes, or ``None`` to take it from the input.
+
+    Returns:
+      A `Layer` mapping ``[batch, *spatial, channels]`` to logits ``[batch, num_classes]``; params
+      named ``conv1 ..``, ``dense1 ..``.
+    """
+    act = get_activation(activation)
+    entries = []
+    for i, width in enumerate(channels, start=1):
+        entries.append((f"conv{i}", conv(width, kernel, ndim=ndim, w_init=init, init_scale=init_scale)))
+        if norm is not None:
+            entries.append((f"conv_norm{i}", _norm(norm)))
+        entries.append((f"act{i}", act))
+        if pool is not None:
+            entries.append((f"pool{i}", pool_layer(pool, pool_size)))
+    entries.append(("flatten", flatten))
+    head = _dense_stack(
+        hidden, num_classes, act, init, init_scale, dropout, norm, first_act=len(channels) + 1
+    )
+    return serial(*entries, *head)
+
