@@ -18,7 +18,7 @@ _jinit = jax.nn.initializers
 
 
 def _classic(key, shape, dtype=jnp.float32):
-    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance 1/(3 fan_in), i.e. variance_scaling(1/3, uniform).
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) has variance 1/(3 fan_in): variance_scaling(1/3, uniform).
     return _jinit.variance_scaling(1.0 / 3.0, "fan_in", "uniform")(key, shape, dtype)
 
 

@@ -109,7 +109,9 @@ def convnet(
     act = get_activation(activation)
     entries = []
     for i, width in enumerate(channels, start=1):
-        entries.append((f"conv{i}", conv(width, kernel, ndim=ndim, w_init=init, init_scale=init_scale)))
+        entries.append(
+            (f"conv{i}", conv(width, kernel, ndim=ndim, w_init=init, init_scale=init_scale))
+        )
         if norm is not None:
             entries.append((f"conv_norm{i}", _norm(norm)))
         entries.append((f"act{i}", act))
@@ -120,4 +122,3 @@ def convnet(
         hidden, num_classes, act, init, init_scale, dropout, norm, first_act=len(channels) + 1
     )
     return serial(*entries, *head)
-

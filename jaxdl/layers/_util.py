@@ -23,7 +23,9 @@ def per_axis(value: int | Sequence[int], ndim: int, kind: str, what: str) -> tup
     """``value`` repeated over ``ndim`` spatial axes, or checked to have ``ndim`` entries."""
     values = (value,) * ndim if isinstance(value, int) else tuple(value)
     if len(values) != ndim or any(not isinstance(v, int) or v < 1 for v in values):
-        raise LayerError(kind, f"{what} must be a positive int or {ndim} positive ints, got {value!r}")
+        raise LayerError(
+            kind, f"{what} must be a positive int or {ndim} positive ints, got {value!r}"
+        )
     return values
 
 
@@ -31,7 +33,6 @@ def check_rank(kind: str, x: InputLike, rank: int, layout: str) -> None:
     """Raises a `LayerError` unless ``x`` has ``rank`` axes, described by ``layout``."""
     if len(shape_of(x)) != rank:
         raise LayerError(kind, f"expected input {layout} (rank {rank}), got shape {shape_of(x)}")
-
 
 
 def spatial_layout(ndim: int) -> str:

@@ -12,7 +12,13 @@ def _named(entries) -> list[tuple[str, Layer]]:
     counts: dict[str, int] = {}
     named = []
     for entry in entries:
-        name, layer = entry if isinstance(entry, tuple) else (None, entry)
+        # A Layer is itself a (NamedTuple) tuple, so test for it before unpacking a pair.
+        if isinstance(entry, Layer):
+            name, layer = None, entry
+        elif isinstance(entry, tuple) and len(entry) == 2:
+            name, layer = entry
+        else:
+            name, layer = None, None
         if not isinstance(layer, Layer):
             raise TypeError(f"serial: expected a Layer or a (name, Layer) pair, got {entry!r}")
         counts[layer.kind] = counts.get(layer.kind, 0) + 1
@@ -53,9 +59,11 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         keys = jax.random.split(key, len(named))
         for (name, layer), layer_key in zip(named, keys, strict=True):
             p, s = located(name, layer.init, layer_key, x)
-            x, _ = jax.eval_shape(
-                lambda p, s, x, layer=layer: layer.apply(p, s, x), p, s, x
-            )  # the next layer's example input: shape and dtype only
+            # The next layer's example input (shape and dtype only). Located too: layers without
+            # params (pooling, flatten) first check their input here, in apply.
+            x, _ = located(
+                name, jax.eval_shape, lambda p, s, x, layer=layer: layer.apply(p, s, x), p, s, x
+            )
             if p:
                 params[name] = p
             if s:
@@ -80,4 +88,3 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         return x, new_state
 
     return Layer(init, apply, "serial")
-

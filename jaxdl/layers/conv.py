@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from jaxdl import initializers
@@ -26,7 +28,9 @@ def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple
     """``"SAME"``/``"VALID"`` as they are, an int ``p`` as ``(p, p)`` on every spatial axis."""
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
-            raise LayerError(kind, f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
+            raise LayerError(
+                kind, f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}"
+            )
         return padding.upper()
     if isinstance(padding, int):
         return [(padding, padding)] * ndim
@@ -50,6 +54,47 @@ def check_fits(kind: str, shape, window, dilation, padding) -> None:
             )
 
 
+def im2col_conv(x, w, strides, padding, dilation):
+    """A convolution as one matmul over gathered patches (im2col).
+
+    Each kernel tap is a strided slice of the padded input; the taps are stacked on the channel
+    axis and multiplied by the kernel reshaped to ``[taps * in, out]``. On XLA:CPU this is several
+    times faster than ``lax.conv_general_dilated``, in particular its gradient inside ``lax.scan``,
+    and a population of convs under ``vmap`` becomes a batched matmul instead of a grouped conv.
+
+    Args:
+      x: inputs ``[batch, *spatial, in]``.
+      w: kernel ``[*window, in, out]``.
+      strides: one per spatial axis.
+      padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
+      dilation: one per spatial axis.
+
+    Returns:
+      ``[batch, *spatial_out, out]``, equal to ``lax.conv_general_dilated``.
+    """
+    window, (in_channels, out_channels) = w.shape[:-2], w.shape[-2:]
+    spatial = x.shape[1:-1]
+    dilated = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(spatial, dilated, strides, padding)
+    x = jnp.pad(x, [(0, 0), *padding, (0, 0)])  # [B, *padded, C]
+    out = [
+        (size + lo + hi - span) // s + 1
+        for size, (lo, hi), span, s in zip(spatial, padding, dilated, strides, strict=True)
+    ]
+    taps = []
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = [0, *(o * d for o, d in zip(offset, dilation, strict=True)), 0]
+        limit = [
+            x.shape[0],
+            *(b + (n - 1) * s + 1 for b, n, s in zip(start[1:-1], out, strides, strict=True)),
+            in_channels,
+        ]
+        taps.append(lax.slice(x, start, limit, (1, *strides, 1)))  # [B, *out, C]
+    patches = jnp.concatenate(taps, axis=-1)  # [B, *out, taps * C]
+    return patches @ w.reshape(-1, out_channels)  # [B, *out, O]
+
+
 def conv(
     features: int,
     kernel: int | Sequence[int],
@@ -62,6 +107,7 @@ def conv(
     b_init="zeros",
     init_scale: float = 1.0,
     use_bias: bool = True,
+    impl: str = "auto",
 ) -> Layer:
     """A convolution with ``features`` output channels over channels-last inputs.
 
@@ -78,6 +124,8 @@ def conv(
       b_init: initialiser of ``b`` (``[features]``).
       init_scale: multiplies the initial ``w``.
       use_bias: whether to add ``b``.
+      impl: ``"xla"`` (``lax.conv_general_dilated``), ``"im2col"`` (`im2col_conv`) or ``"auto"``:
+        im2col on CPU, where it is faster, XLA's convolution elsewhere.
 
     Returns:
       A `Layer` mapping ``[batch, *spatial, in]`` to ``[batch, *spatial_out, features]``, params
@@ -88,6 +136,8 @@ def conv(
     """
     if not isinstance(features, int) or features < 1:
         raise LayerError("conv", f"features must be a positive int, got {features!r}")
+    if impl not in ("auto", "xla", "im2col"):
+        raise LayerError("conv", f"impl must be 'auto', 'xla' or 'im2col', got {impl!r}")
     if ndim is None and not isinstance(kernel, int):
         ndim = len(tuple(kernel))
     w_fn = initializers.get(w_init, init_scale)
@@ -119,16 +169,20 @@ def conv(
         in_channels = params["w"].shape[-2]
         if x.shape[-1] != in_channels:
             raise LayerError(
-                "conv", f"expected input with {in_channels} channels (last axis), got shape {x.shape}"
+                "conv",
+                f"expected input with {in_channels} channels (last axis), got shape {x.shape}",
             )
-        y = lax.conv_general_dilated(
-            x,
-            params["w"],
-            window_strides=strides,
-            padding=pads,
-            rhs_dilation=dilations,
-            dimension_numbers=dimension_numbers(n),
-        )
+        if impl == "im2col" or (impl == "auto" and jax.default_backend() == "cpu"):
+            y = im2col_conv(x, params["w"], strides, pads, dilations)
+        else:
+            y = lax.conv_general_dilated(
+                x,
+                params["w"],
+                window_strides=strides,
+                padding=pads,
+                rhs_dilation=dilations,
+                dimension_numbers=dimension_numbers(n),
+            )
         if use_bias:
             y = y + per_channel(params["b"], y.ndim)
         return y, state
@@ -137,6 +191,20 @@ def conv(
 
 
 conv1d = functools.partial(conv, ndim=1)
-conv1d.__doc__ = "A 1-D `conv`: inputs ``[batch, length, channels]``. Args and Returns as `conv`."
+conv1d.__doc__ = """A 1-D `conv` over inputs ``[batch, length, channels]``.
+
+Args:
+  As `conv` (``features``, ``kernel``, ``stride``, ``padding``, ``dilation``, ...), with ``ndim=1``.
+
+Returns:
+  A `Layer` mapping ``[batch, length, in]`` to ``[batch, length_out, features]``.
+"""
 conv2d = functools.partial(conv, ndim=2)
-conv2d.__doc__ = "A 2-D `conv`: inputs ``[batch, height, width, channels]``. Args and Returns as `conv`."
+conv2d.__doc__ = """A 2-D `conv` over inputs ``[batch, height, width, channels]``.
+
+Args:
+  As `conv` (``features``, ``kernel``, ``stride``, ``padding``, ``dilation``, ...), with ``ndim=2``.
+
+Returns:
+  A `Layer` mapping ``[batch, height, width, in]`` to ``[batch, height_out, width_out, features]``.
+"""

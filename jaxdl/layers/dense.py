@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 
-from jaxdl.layers._util import param_dtype, per_channel, shape_of
 from jaxdl import initializers
+from jaxdl.layers._util import param_dtype, per_channel, shape_of
 from jaxdl.types import Layer, LayerError
 
 
@@ -50,7 +50,9 @@ def dense(
     def apply(params, state, x, *, key=None, train=False):
         in_features = params["w"].shape[0]
         if x.ndim < 2 or x.shape[-1] != in_features:
-            raise LayerError("dense", f"expected input [batch, ..., {in_features}], got shape {x.shape}")
+            raise LayerError(
+                "dense", f"expected input [batch, ..., {in_features}], got shape {x.shape}"
+            )
         y = x @ params["w"]
         if use_bias:
             y = y + per_channel(params["b"], y.ndim)

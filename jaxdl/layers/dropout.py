@@ -21,7 +21,9 @@ def dropout(rate: float) -> Layer:
       ``apply`` needs ``key``.
     """
     if not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
-        raise LayerError("dropout", f"rate (fraction of units zeroed) must be in [0, 1), got {rate!r}")
+        raise LayerError(
+            "dropout", f"rate (fraction of units zeroed) must be in [0, 1), got {rate!r}"
+        )
 
     def init(key, x):
         return {}, {}

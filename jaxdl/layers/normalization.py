@@ -61,7 +61,8 @@ def batch_norm(momentum: float = 0.9, epsilon: float = 1e-5) -> Layer:
 
     Returns:
       A `Layer` mapping ``[batch, ..., channels]`` to the same shape; params
-      ``{"scale": [channels], "bias": [channels]}``, state ``{"mean": [channels], "var": [channels]}``.
+      ``{"scale": [channels], "bias": [channels]}``, state
+      ``{"mean": [channels], "var": [channels]}``.
     """
     if not 0.0 <= momentum < 1.0:
         raise LayerError("batch_norm", f"momentum must be in [0, 1), got {momentum!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxdl.layers._util import per_axis, spatial_layout
@@ -38,8 +39,8 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
     def apply(params, state, x, *, key=None, train=False):
         n, win, strides, pads = geometry(x)
         if strides == win and pads == "VALID":
-            # Non-overlapping windows: a reshape and a reduction. XLA:CPU differentiates this several
-            # times faster than reduce_window (whose backward pass is select_and_scatter).
+            # Non-overlapping windows: a reshape and a reduction. XLA:CPU differentiates this
+            # several times faster than reduce_window (whose backward pass is select_and_scatter).
             window_axes = tuple(range(2, 2 * n + 1, 2))
             return reduce_tiles(_tiles(x, win), window_axes), state
         full = (1, *win, 1)
@@ -50,20 +51,26 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
     return Layer(init, apply, kind)
 
 
+# The init values are NumPy constants, not jnp arrays: under jit a jnp constant is not concrete, so
+# lax.reduce_window would fall back to its generic form, which reverse-mode autodiff rejects.
+
+
 def _max_window(x, window, strides, padding):
-    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, window, strides, padding)
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, padding)
 
 
 def _avg_window(x, window, strides, padding):
     # The mean over the window's valid (unpadded) elements.
-    zero = jnp.array(0, x.dtype)
+    zero = np.array(0, x.dtype)
     total = lax.reduce_window(x, zero, lax.add, window, strides, padding)
     count = lax.reduce_window(jnp.ones_like(x), zero, lax.add, window, strides, padding)
     return total / count
 
 
 def max_pool(
-    window: int | Sequence[int], stride: int | Sequence[int] | None = None, padding: Padding = "VALID"
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
 ) -> Layer:
     """Max over each spatial window, channel by channel.
 
@@ -80,7 +87,9 @@ def max_pool(
 
 
 def avg_pool(
-    window: int | Sequence[int], stride: int | Sequence[int] | None = None, padding: Padding = "VALID"
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
 ) -> Layer:
     """Mean over each spatial window (padding excluded from the count), channel by channel.
 
@@ -111,4 +120,3 @@ def pool(kind: str, window: int, **kwargs) -> Layer:
     if kind not in makers:
         raise ValueError(f"unknown pooling {kind!r}; valid: {', '.join(makers)} (or None)")
     return makers[kind](window, **kwargs)
-

@@ -1,4 +1,4 @@
-"""Shape-only layers."""
+"""Shape-only layers: `flatten`, ``[batch, d1, d2, ...]`` to ``[batch, d1*d2*...]``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,94 @@
+"""Optimisers and learning-rate schedules by name, all built from optax.
+
+`make` is called inside the traced train step, so the learning rate and weight decay may be traced
+values (one per member of a sweep); the optimiser state's structure never depends on them.
+"""
+
+from __future__ import annotations
+
+import optax
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "warmup_cosine")
+
+
+def check_names(optimizer: str, schedule: str) -> None:
+    """Raises a ValueError naming the valid choices if ``optimizer`` or ``schedule`` is unknown.
+
+    Args:
+      optimizer: an optimiser name.
+      schedule: a schedule name.
+
+    Returns:
+      None.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def schedule_fn(name: str, lr, steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """The learning rate as a function of the step.
+
+    Args:
+      name: ``"constant"``, ``"cosine"`` (from ``lr`` to 0 over ``steps``) or ``"warmup_cosine"``
+        (linear from 0 to ``lr`` over ``warmup_steps``, then cosine to 0).
+      lr: peak learning rate, a float or a traced scalar ``()``.
+      steps: total number of training steps.
+      warmup_steps: length of the linear warm-up.
+
+    Returns:
+      An optax schedule ``step -> lr``.
+    """
+    if name == "constant":
+        return optax.constant_schedule(lr)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(lr, max(steps, 1))
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(steps, warmup_steps + 1))
+
+
+def make(
+    name: str,
+    lr,
+    *,
+    steps: int,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    weight_decay=0.0,
+    momentum: float = 0.9,
+    grad_clip: float | None = None,
+) -> optax.GradientTransformation:
+    """An optax optimiser: optional global-norm clipping, weight decay, then the update rule.
+
+    Args:
+      name: ``"sgd"``, ``"momentum"`` (heavy ball), ``"adam"`` or ``"adamw"`` (decoupled decay).
+      lr: peak learning rate, float or traced scalar ``()``.
+      steps: total training steps (for decaying schedules).
+      schedule: a name from `SCHEDULES`.
+      warmup_steps: warm-up length for ``"warmup_cosine"``.
+      weight_decay: decay coefficient, float or traced scalar; for ``sgd``/``momentum``/``adam``
+        added to the gradient (L2), for ``adamw`` decoupled.
+      momentum: momentum coefficient of ``"momentum"``.
+      grad_clip: clip gradients to this global norm; ``None`` disables clipping.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    check_names(name, schedule)
+    rate = schedule_fn(schedule, lr, steps, warmup_steps)
+    parts = []
+    if grad_clip is not None:
+        parts.append(optax.clip_by_global_norm(grad_clip))
+    if name == "adamw":
+        parts.append(optax.adamw(rate, weight_decay=weight_decay))
+    else:
+        if not (isinstance(weight_decay, int | float) and weight_decay == 0):
+            parts.append(optax.add_decayed_weights(weight_decay))
+        rule = {
+            "sgd": lambda: optax.sgd(rate),
+            "momentum": lambda: optax.sgd(rate, momentum=momentum),
+            "adam": lambda: optax.adam(rate),
+        }[name]
+        parts.append(rule())
+    return optax.chain(*parts)

@@ -1,0 +1,887 @@
+"""Tests of jaxdl.layers: shapes, gradients, reference values, statistics and error messages."""
+
+import functools
+import math
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import jaxdl
+from jaxdl import LayerError, initializers
+from jaxdl.layers import ACTIVATIONS
+
+KEY = jax.random.key(0)
+
+
+def run(layer, x, *, key=None, train=False, params=None, state=None):
+    """``layer.apply`` on ``x`` with fresh (or given) params and state; returns ``(y, state)``."""
+    if params is None:
+        params, fresh_state = layer.init(KEY, x)
+        state = fresh_state if state is None else state
+    return layer.apply(params, state, x, key=key, train=train)
+
+
+def perturbed(tree, seed, scale=0.3):
+    """``tree`` plus Gaussian noise: params away from their (often trivial) initial values."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda a: a + jnp.asarray(scale * rng.standard_normal(a.shape), a.dtype), tree
+    )
+
+
+def distinct_inputs(shape, seed=0, dtype=jnp.float64):
+    """Values in [-3, 3], all different and none near 0: no ties for max, no kinks for relu.
+
+    Neighbouring values differ by ``6 / size``, far more than a finite-difference step moves them.
+    """
+    size = math.prod(shape)
+    ranks = np.random.default_rng(seed).permutation(size)
+    values = (ranks + 0.5 - size / 2) * (6.0 / size)
+    return jnp.asarray(values.reshape(shape), dtype)
+
+
+# ----------------------------------------------------------------------------- shape formulas
+
+
+def same_pads(size, window, stride, dilation=1):
+    """(low, high) padding of ``"SAME"`` (XLA's convention: the extra zero goes at the end)."""
+    span = (window - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + span - size, 0)
+    return total // 2, total - total // 2
+
+
+def out_size(size, window, stride, padding, dilation=1):
+    """Output length along one axis of a conv or pool, from the textbook formula."""
+    if padding == "SAME":
+        return -(-size // stride)  # ceil(size / stride)
+    low, high = (0, 0) if padding == "VALID" else padding
+    span = (window - 1) * dilation + 1
+    return (size + low + high - span) // stride + 1
+
+
+def assert_shapes_agree(layer, x, expected, *, train=False):
+    """The real output shape equals ``jax.eval_shape`` of init/apply and ``expected``."""
+    key = jax.random.key(1) if train else None
+    params, state = layer.init(KEY, x)
+    abstract_params, abstract_state = jax.eval_shape(layer.init, KEY, x)
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, abstract_params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, abstract_state)
+    # init from a ShapeDtypeStruct reads only shape and dtype.
+    struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    chex.assert_trees_all_equal_shapes_and_dtypes(layer.init(KEY, struct), (params, state))
+
+    def apply(p, s, x):
+        return layer.apply(p, s, x, key=key, train=train)
+
+    y_abstract, state_abstract = jax.eval_shape(apply, abstract_params, abstract_state, struct)
+    y, new_state = apply(params, state, x)
+    chex.assert_shape(y, expected)
+    assert y.shape == y_abstract.shape and y.dtype == y_abstract.dtype == x.dtype
+    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state_abstract)
+
+
+ACT = [jaxdl.activation(name) for name in ACTIVATIONS]
+
+SHAPE_CASES = [
+    ("dense", jaxdl.dense(7), (3, 5), (3, 7)),
+    ("dense_rank3", jaxdl.dense(7), (2, 3, 5), (2, 3, 7)),
+    ("dense_no_bias", jaxdl.dense(2, use_bias=False), (4, 5), (4, 2)),
+    ("conv1d_same", jaxdl.conv1d(4, 3), (2, 10, 3), (2, 10, 4)),
+    ("conv1d_valid_stride", jaxdl.conv1d(4, 3, stride=2, padding="VALID"), (2, 10, 3), (2, 4, 4)),
+    ("conv1d_int_pad_dilation", jaxdl.conv1d(4, 3, padding=1, dilation=2), (2, 10, 3), (2, 8, 4)),
+    ("conv1d_same_stride", jaxdl.conv1d(4, 4, stride=3), (2, 10, 3), (2, 4, 4)),
+    ("conv2d_same", jaxdl.conv2d(6, 5), (2, 9, 8, 1), (2, 9, 8, 6)),
+    ("conv2d_valid", jaxdl.conv2d(6, (3, 2), padding="VALID"), (2, 9, 8, 1), (2, 7, 7, 6)),
+    ("conv2d_stride", jaxdl.conv2d(6, 3, stride=(2, 3)), (2, 9, 8, 1), (2, 5, 3, 6)),
+    ("conv2d_pairs", jaxdl.conv2d(6, 3, padding=[(2, 0), (0, 1)]), (2, 9, 8, 1), (2, 9, 7, 6)),
+    (
+        "conv2d_dilation",
+        jaxdl.conv2d(6, 3, padding="VALID", dilation=3),
+        (2, 9, 8, 1),
+        (2, 3, 2, 6),
+    ),
+    ("conv_ndim_from_input", jaxdl.conv(2, 3, padding="VALID"), (2, 6, 5, 4, 1), (2, 4, 3, 2, 2)),
+    ("conv_ndim_from_kernel", jaxdl.conv(2, (3,), padding="VALID"), (2, 6, 1), (2, 4, 2)),
+    ("max_pool_fast", jaxdl.max_pool(2), (2, 9, 9, 3), (2, 4, 4, 3)),
+    ("max_pool_1d", jaxdl.max_pool(2), (2, 9, 3), (2, 4, 3)),
+    ("max_pool_overlap", jaxdl.max_pool(3, stride=2), (2, 9, 9, 3), (2, 4, 4, 3)),
+    ("max_pool_same", jaxdl.max_pool(3, stride=2, padding="SAME"), (2, 9, 9, 3), (2, 5, 5, 3)),
+    ("avg_pool_fast", jaxdl.avg_pool((2, 3)), (2, 8, 9, 1), (2, 4, 3, 1)),
+    ("avg_pool_overlap", jaxdl.avg_pool(2, stride=1), (2, 9, 9, 3), (2, 8, 8, 3)),
+    ("avg_pool_same", jaxdl.avg_pool(3, stride=2, padding="SAME"), (2, 9, 8, 3), (2, 5, 4, 3)),
+    ("avg_pool_int_pad", jaxdl.avg_pool(3, stride=1, padding=1), (2, 9, 3), (2, 9, 3)),
+    ("flatten", jaxdl.flatten, (2, 3, 4, 5), (2, 60)),
+    ("flatten_rank2", jaxdl.flatten, (2, 3), (2, 3)),
+    ("layer_norm", jaxdl.layer_norm(), (2, 3, 5), (2, 3, 5)),
+    ("batch_norm", jaxdl.batch_norm(), (4, 3, 5), (4, 3, 5)),
+] + [(layer.kind, layer, (2, 3, 4), (2, 3, 4)) for layer in ACT]
+
+
+@pytest.mark.parametrize(
+    "layer, in_shape, out_shape", [c[1:] for c in SHAPE_CASES], ids=[c[0] for c in SHAPE_CASES]
+)
+def test_output_shape(layer, in_shape, out_shape):
+    assert_shapes_agree(layer, jnp.ones(in_shape), out_shape)
+
+
+@pytest.mark.parametrize(
+    "layer, in_shape",
+    [
+        (jaxdl.dropout(0.5), (4, 6)),
+        (jaxdl.batch_norm(), (4, 3, 5)),
+        (jaxdl.dropout(0.1), (2, 3, 4, 1)),
+    ],
+    ids=["dropout", "batch_norm", "dropout_rank4"],
+)
+def test_output_shape_in_training(layer, in_shape):
+    assert_shapes_agree(layer, jnp.ones(in_shape), in_shape, train=True)
+
+
+PADDINGS = st.one_of(
+    st.sampled_from(["SAME", "VALID"]),
+    st.integers(0, 2),
+    st.tuples(st.integers(0, 2), st.integers(0, 2)),
+)
+
+
+@settings(deadline=None, max_examples=25)
+@given(data=st.data(), ndim=st.integers(1, 2))
+def test_conv_shape_formula(data, ndim):
+    sizes = data.draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim))
+    kernel = data.draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim))
+    stride = data.draw(st.lists(st.integers(1, 3), min_size=ndim, max_size=ndim))
+    dilation = data.draw(st.lists(st.integers(1, 2), min_size=ndim, max_size=ndim))
+    padding = data.draw(PADDINGS)
+    pads = (
+        [padding] * ndim
+        if isinstance(padding, str)
+        else [(padding, padding) if isinstance(padding, int) else padding] * ndim
+    )
+    expected = [
+        out_size(n, k, s, p, d)
+        for n, k, s, p, d in zip(sizes, kernel, stride, pads, dilation, strict=True)
+    ]
+    layer_padding = [padding] * ndim if isinstance(padding, tuple) else padding
+    layer = jaxdl.conv(3, tuple(kernel), tuple(stride), layer_padding, tuple(dilation))
+    x = jnp.ones((2, *sizes, 2))
+    if min(expected) < 1:  # the dilated kernel does not fit the padded input
+        with pytest.raises(LayerError, match="is larger than the input's spatial shape"):
+            layer.init(KEY, x)
+        return
+    assert_shapes_agree(layer, x, (2, *expected, 3))
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    data=st.data(),
+    ndim=st.integers(1, 2),
+    kind=st.sampled_from(["max", "avg"]),
+    default_stride=st.booleans(),
+)
+def test_pool_shape_formula(data, ndim, kind, default_stride):
+    sizes = data.draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim))
+    window = data.draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim))
+    stride = data.draw(st.lists(st.integers(1, 3), min_size=ndim, max_size=ndim))
+    stride = window if default_stride else stride
+    padding = data.draw(st.sampled_from(["SAME", "VALID", 0, 1]))
+    pads = [padding if isinstance(padding, str) else (padding, padding)] * ndim
+    expected = [out_size(*a) for a in zip(sizes, window, stride, pads, strict=True)]
+    layer = jaxdl.pool(
+        kind, tuple(window), stride=None if default_stride else tuple(stride), padding=padding
+    )
+    x = jnp.ones((2, *sizes, 3))
+    if min(expected) < 1:
+        with pytest.raises(LayerError, match="is larger than the input's spatial shape"):
+            layer.apply({}, {}, x)
+        return
+    assert_shapes_agree(layer, x, (2, *expected, 3))
+
+
+# ----------------------------------------------------------------------------- gradient check
+
+
+def _shift(args, index, direction, step):
+    """``args`` with ``args[index]`` moved by ``step * direction`` (pytrees of the same shape)."""
+    moved = jax.tree.map(lambda a, d: a + step * d, args[index], direction)
+    return (*args[:index], moved, *args[index + 1 :])
+
+
+def assert_grads_match_finite_differences(f, args, *, seed=0, directions=2, eps=1e-6, rtol=1e-6):
+    """Checks ``jax.grad`` of a scalar ``f(*args)`` against central finite differences.
+
+    For each argument (a pytree of float64 arrays; empty ones are skipped) and a few random
+    directions ``v``, ``vdot(grad, v)`` must equal ``(f(a + eps v) - f(a - eps v)) / (2 eps)``
+    within relative error ``rtol``. The error is relative to ``|vdot(grad, v)|``, or to a tenth of
+    its typical size ``|grad| |v| / sqrt(size)`` when a direction happens to be nearly orthogonal
+    to the gradient. Arguments are checked one at a time so a failure names one.
+    """
+    f = jax.jit(f)
+    grads = jax.jit(jax.grad(f, argnums=tuple(range(len(args)))))(*args)
+    rng = np.random.default_rng(seed)
+    checked = 0
+    for index, (arg, grad) in enumerate(zip(args, grads, strict=True)):
+        leaves = jax.tree.leaves(arg)
+        assert all(leaf.dtype == jnp.float64 for leaf in leaves), jax.tree.map(jnp.dtype, arg)
+        if not leaves:
+            continue
+        grad_leaves = jax.tree.leaves(grad)
+        grad_norm = math.sqrt(sum(float(jnp.vdot(g, g)) for g in grad_leaves))
+        size = sum(leaf.size for leaf in leaves)
+        assert grad_norm > 1e-6, f"argument {index}: zero gradient"
+        for _ in range(directions):
+            v = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), arg)
+            plus, minus = f(*_shift(args, index, v, eps)), f(*_shift(args, index, v, -eps))
+            numeric = float(plus - minus) / (2 * eps)
+            analytic = float(
+                sum(jnp.vdot(g, d) for g, d in zip(grad_leaves, jax.tree.leaves(v), strict=True))
+            )
+            v_norm = math.sqrt(sum(float(jnp.vdot(d, d)) for d in jax.tree.leaves(v)))
+            typical = grad_norm * v_norm / math.sqrt(size)
+            error = abs(numeric - analytic) / max(abs(analytic), 0.1 * typical)
+            assert error <= rtol, (
+                f"argument {index}: grad {analytic} vs finite diff {numeric} (error {error:.2e})"
+            )
+            checked += 1
+    assert checked > 0
+
+
+GRAD_CASES = [
+    ("dense", jaxdl.dense(3), (4, 5)),
+    ("dense_rank3", jaxdl.dense(3), (2, 3, 5)),
+    ("conv1d_same", jaxdl.conv1d(3, 3), (2, 9, 2)),
+    (
+        "conv1d_stride_dilation",
+        jaxdl.conv1d(3, 3, stride=2, padding="VALID", dilation=2),
+        (2, 11, 2),
+    ),
+    ("conv2d_same_stride", jaxdl.conv2d(3, 3, stride=2), (2, 7, 6, 2)),
+    ("conv2d_int_pad_dilation", jaxdl.conv2d(3, (3, 2), padding=1, dilation=(1, 2)), (2, 6, 7, 2)),
+    (
+        "conv2d_pairs_stride",
+        jaxdl.conv2d(2, 3, stride=(1, 2), padding=[(1, 0), (0, 2)]),
+        (1, 5, 6, 2),
+    ),
+    ("max_pool_fast", jaxdl.max_pool(2), (2, 7, 6, 2)),
+    ("max_pool_1d_fast", jaxdl.max_pool(3), (2, 10, 2)),
+    ("max_pool_overlap", jaxdl.max_pool(3, stride=2), (2, 7, 7, 2)),
+    ("max_pool_same", jaxdl.max_pool(3, stride=2, padding="SAME"), (2, 6, 7, 2)),
+    ("avg_pool_fast", jaxdl.avg_pool((2, 3)), (2, 7, 6, 2)),
+    ("avg_pool_overlap", jaxdl.avg_pool(2, stride=1), (2, 5, 5, 2)),
+    ("avg_pool_same", jaxdl.avg_pool(3, stride=2, padding="SAME"), (2, 6, 7, 2)),
+    ("avg_pool_1d_int_pad", jaxdl.avg_pool(3, stride=1, padding=1), (2, 8, 2)),
+    ("layer_norm", jaxdl.layer_norm(), (3, 6)),
+    ("layer_norm_rank3", jaxdl.layer_norm(), (2, 3, 4)),
+    ("flatten", jaxdl.flatten, (2, 3, 2)),
+] + [(layer.kind, layer, (3, 5)) for layer in ACT]
+
+
+def layer_objective(layer, state, x_shape, *, seed, train=False, key=None):
+    """``(params, x) -> vdot(apply(params, state, x), c)`` for a fixed random cotangent ``c``."""
+    y_shape = jax.eval_shape(
+        lambda x: layer.apply(layer.init(KEY, x)[0], state, x, key=key, train=train)[0],
+        jax.ShapeDtypeStruct(x_shape, jnp.float64),
+    ).shape
+    c = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(y_shape))
+
+    def objective(params, x):
+        y, _ = layer.apply(params, state, x, key=key, train=train)
+        return jnp.vdot(y, c)
+
+    return objective
+
+
+@pytest.mark.parametrize(
+    "layer, x_shape", [c[1:] for c in GRAD_CASES], ids=[c[0] for c in GRAD_CASES]
+)
+def test_gradients_match_finite_differences(layer, x_shape):
+    with jax.enable_x64(True):
+        x = distinct_inputs(x_shape, seed=3)
+        params, state = layer.init(KEY, x)
+        params = perturbed(params, seed=4)
+        objective = layer_objective(layer, state, x_shape, seed=5)
+        assert_grads_match_finite_differences(objective, (params, x))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("x_shape", [(6, 3), (3, 4, 2, 3)], ids=["dense", "conv"])
+def test_batch_norm_gradients_match_finite_differences(train, x_shape):
+    with jax.enable_x64(True):
+        layer = jaxdl.batch_norm()
+        x = distinct_inputs(x_shape, seed=6)
+        params, state = layer.init(KEY, x)
+        params = perturbed(params, seed=7)
+        state = {"mean": state["mean"] + 0.1, "var": state["var"] * 1.5}
+        objective = layer_objective(layer, state, x_shape, seed=8, train=train)
+        assert_grads_match_finite_differences(objective, (params, x))
+
+
+def test_dropout_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        layer = jaxdl.dropout(0.3)
+        objective = layer_objective(layer, {}, (4, 5), seed=9, train=True, key=jax.random.key(3))
+        assert_grads_match_finite_differences(objective, ({}, distinct_inputs((4, 5))))
+
+
+def test_finite_difference_checker_catches_a_wrong_gradient():
+    @jax.custom_jvp
+    def bad_square(x):
+        return x**2
+
+    @bad_square.defjvp
+    def _bad_square_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return x**2, 2.001 * x * t  # 0.05% off
+
+    with jax.enable_x64(True):
+        x = distinct_inputs((5,))
+        with pytest.raises(AssertionError, match="finite diff"):
+            assert_grads_match_finite_differences(lambda p, x: jnp.sum(bad_square(x)), ({}, x))
+
+
+# ----------------------------------------------------------------------------- reference values
+
+
+def naive_conv(x, w, b, stride, dilation, pads):
+    """Channels-last N-D convolution by loops over output positions and kernel taps (NumPy)."""
+    ndim = x.ndim - 2
+    x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    spatial, kernel = x.shape[1:-1], w.shape[:ndim]
+    out = [(spatial[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(ndim)]
+    y = np.zeros((x.shape[0], *out, w.shape[-1]))
+    for o in np.ndindex(*out):
+        for k in np.ndindex(*kernel):
+            at = tuple(o[i] * stride[i] + k[i] * dilation[i] for i in range(ndim))
+            y[(slice(None), *o, slice(None))] += x[(slice(None), *at, slice(None))] @ w[k]
+    return y + np.asarray(b)
+
+
+def naive_pool(x, kind, window, stride, pads):
+    """Max or mean over each window of the valid (unpadded) elements, by loops (NumPy)."""
+    ndim = x.ndim - 2
+    valid = np.pad(np.ones(x.shape[1:-1], bool), pads)
+    x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    spatial = x.shape[1:-1]
+    out = [(spatial[i] - window[i]) // stride[i] + 1 for i in range(ndim)]
+    y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    for o in np.ndindex(*out):
+        box = tuple(slice(o[i] * stride[i], o[i] * stride[i] + window[i]) for i in range(ndim))
+        values = x[(slice(None), *box, slice(None))][:, valid[box]]  # [B, valid in window, C]
+        y[(slice(None), *o, slice(None))] = values.max(1) if kind == "max" else values.mean(1)
+    return y
+
+
+CONV_REFERENCE_CASES = [
+    # (kernel, stride, padding, dilation, x_shape)
+    ((3,), (1,), "VALID", (1,), (2, 8, 3)),
+    ((3,), (2,), "VALID", (2,), (2, 11, 3)),
+    ((4,), (3,), "SAME", (1,), (2, 10, 3)),
+    ((3,), (1,), [(2, 1)], (3,), (1, 9, 2)),
+    ((3, 2), (1, 1), "VALID", (1, 1), (2, 6, 5, 3)),
+    ((3, 3), (2, 1), "VALID", (1, 2), (2, 7, 8, 2)),
+    ((2, 3), (2, 2), "SAME", (2, 1), (1, 7, 6, 2)),
+    ((3, 3), (1, 2), [(1, 1), (0, 2)], (2, 1), (1, 6, 6, 2)),
+]
+
+
+def numpy_pads(padding, kernel, stride, dilation, sizes):
+    if padding == "SAME":
+        return [same_pads(*a) for a in zip(sizes, kernel, stride, dilation, strict=True)]
+    if padding == "VALID":
+        return [(0, 0)] * len(kernel)
+    return padding
+
+
+class TestValuesWithAndWithoutJit(chex.TestCase):
+    """Layer outputs against independent references, each run jitted and not."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_dense_is_affine_map(self):
+        x = jax.random.normal(jax.random.key(1), (4, 2, 5))
+        params, state = jaxdl.dense(3).init(KEY, x)
+        params = perturbed(params, 0)
+        y, new_state = self.variant(jaxdl.dense(3).apply)(params, state, x)
+        w, b = np.asarray(params["w"]), np.asarray(params["b"])
+        expected = np.einsum("bti,io->bto", np.asarray(x), w) + b
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+        assert new_state == {}
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_conv_matches_naive_reference(self):
+        with jax.enable_x64(True):
+            for kernel, stride, padding, dilation, x_shape in CONV_REFERENCE_CASES:
+                layer = jaxdl.conv(4, kernel, stride, padding, dilation)
+                x = distinct_inputs(x_shape, seed=len(x_shape))
+                params = perturbed(layer.init(KEY, x)[0], seed=1)
+                y, _ = self.variant(layer.apply)(params, {}, x)
+                pads = numpy_pads(padding, kernel, stride, dilation, x_shape[1:-1])
+                expected = naive_conv(
+                    np.asarray(x), np.asarray(params["w"]), params["b"], stride, dilation, pads
+                )
+                np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_overlapping_and_padded_pools_match_naive_reference(self):
+        cases = [
+            # (window, stride, padding, x_shape)
+            ((3, 3), (2, 2), "SAME", (2, 7, 8, 3)),
+            ((2, 2), (1, 1), "VALID", (2, 5, 6, 3)),
+            ((3, 2), (2, 3), "VALID", (1, 8, 9, 2)),
+            ((3,), (1,), [(1, 1)], (2, 9, 3)),
+            ((4,), (3,), "SAME", (2, 10, 3)),
+        ]
+        for kind in ("max", "avg"):
+            for window, stride, padding, x_shape in cases:
+                layer = jaxdl.pool(kind, window, stride=stride, padding=padding)
+                x = distinct_inputs(x_shape, dtype=jnp.float32)
+                y, _ = self.variant(layer.apply)({}, {}, x)
+                pads = numpy_pads(padding, window, stride, [1] * len(window), x_shape[1:-1])
+                expected = naive_pool(np.asarray(x), kind, window, stride, pads)
+                np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_activation_values(self):
+        x = np.linspace(-4.0, 4.0, 33)  # includes 0
+        gelu_inner = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)
+        references = {
+            "sigmoid": 1 / (1 + np.exp(-x)),
+            "tanh": np.tanh(x),
+            "relu": np.maximum(x, 0.0),
+            "gelu": 0.5 * x * (1 + np.tanh(gelu_inner)),  # jax.nn.gelu's tanh approximation
+            "elu": np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+            "leaky_relu": np.where(x > 0, x, 0.01 * x),
+            "softplus": np.log1p(np.exp(x)),
+            "log_sigmoid": -np.log1p(np.exp(-x)),
+            "identity": x,
+        }
+        assert set(references) == set(ACTIVATIONS)
+        with jax.enable_x64(True):
+            for name, expected in references.items():
+                layer = jaxdl.activation(name)
+                assert layer.kind == name
+                y, state = self.variant(layer.apply)({}, {}, jnp.asarray(x[None]))
+                np.testing.assert_allclose(y[0], expected, rtol=1e-12, atol=1e-12, err_msg=name)
+                assert state == {}
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_layer_norm_normalises_each_example(self):
+        x = 3.0 + 2.0 * jax.random.normal(jax.random.key(2), (4, 3, 16))
+        layer = jaxdl.layer_norm()
+        params, state = layer.init(KEY, x)
+        y, _ = self.variant(layer.apply)(params, state, x)
+        np.testing.assert_allclose(jnp.mean(y, -1), 0.0, atol=1e-5)
+        np.testing.assert_allclose(jnp.var(y, -1), 1.0, atol=1e-4)
+        # scale and bias act per feature, after normalising
+        params = perturbed(params, 3)
+        y2, _ = self.variant(layer.apply)(params, state, x)
+        scale, bias = np.asarray(params["scale"]), np.asarray(params["bias"])
+        np.testing.assert_allclose(y2, np.asarray(y) * scale + bias, rtol=1e-5, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_batch_norm_training_uses_batch_statistics(self):
+        with jax.enable_x64(True):
+            momentum, epsilon = 0.8, 1e-5
+            layer = jaxdl.batch_norm(momentum, epsilon)
+            rng = np.random.default_rng(0)
+            x = jnp.asarray(rng.normal([1.0, -2.0, 5.0], [2.0, 0.5, 3.0], (8, 5, 5, 3)))
+            params, state = layer.init(KEY, x)
+            params, state = (
+                perturbed(params, 1),
+                {"mean": jnp.zeros(3) + 0.7, "var": jnp.ones(3) * 2},
+            )
+            y, new_state = self.variant(functools.partial(layer.apply, train=True))(
+                params, state, x
+            )
+            scale, bias = np.asarray(params["scale"]), np.asarray(params["bias"])
+            before_affine = (np.asarray(y) - bias) / scale  # [8, 5, 5, 3]
+            batch_mean = np.asarray(x).mean((0, 1, 2))
+            batch_var = np.asarray(x).var((0, 1, 2))
+            np.testing.assert_allclose(before_affine.mean((0, 1, 2)), 0.0, atol=1e-12)
+            np.testing.assert_allclose(
+                before_affine.var((0, 1, 2)), batch_var / (batch_var + epsilon), rtol=1e-12
+            )
+            np.testing.assert_allclose(before_affine.var((0, 1, 2)), 1.0, atol=1e-4)
+            # running statistics follow the momentum rule
+            np.testing.assert_allclose(
+                new_state["mean"], momentum * 0.7 + (1 - momentum) * batch_mean, rtol=1e-12
+            )
+            np.testing.assert_allclose(
+                new_state["var"], momentum * 2.0 + (1 - momentum) * batch_var, rtol=1e-12
+            )
+            assert new_state["mean"].dtype == jnp.float64
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_batch_norm_evaluation_uses_running_statistics(self):
+        layer = jaxdl.batch_norm()
+        x = jax.random.normal(jax.random.key(4), (6, 4))
+        params, _ = layer.init(KEY, x)
+        params = perturbed(params, 5)
+        state = {"mean": jnp.array([0.5, -1.0, 0.0, 2.0]), "var": jnp.array([1.0, 4.0, 0.25, 9.0])}
+        y, new_state = self.variant(layer.apply)(params, state, x)
+        p, s = jax.tree.map(np.asarray, (params, state))
+        expected = (np.asarray(x) - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_equal(new_state, state)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_dropout_is_identity_when_not_training(self):
+        x = jax.random.normal(jax.random.key(5), (8, 10))
+        for rate in (0.0, 0.5, 0.9):
+            apply = self.variant(jaxdl.dropout(rate).apply)
+            np.testing.assert_array_equal(apply({}, {}, x)[0], x)
+            np.testing.assert_array_equal(apply({}, {}, x, key=jax.random.key(1))[0], x)
+
+
+# ----------------------------------------------------------------------------- pooling fast path
+
+
+def reduce_window_reference(x, kind, window):
+    """Non-overlapping VALID pooling written directly with ``lax.reduce_window``."""
+    dims, (init, op) = (1, *window, 1), ((-np.inf, lax.max) if kind == "max" else (0.0, lax.add))
+    y = lax.reduce_window(x, np.array(init, x.dtype), op, dims, dims, "VALID")
+    return y if kind == "max" else y / math.prod(window)
+
+
+@settings(deadline=None, max_examples=20)
+@given(
+    data=st.data(),
+    ndim=st.integers(1, 2),
+    kind=st.sampled_from(["max", "avg"]),
+    explicit_stride=st.booleans(),
+)
+def test_pool_fast_path_matches_reduce_window(data, ndim, kind, explicit_stride):
+    window = tuple(data.draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))
+    sizes = [data.draw(st.integers(w, 3 * w + 2)) for w in window]  # often not divisible
+    layer = jaxdl.pool(kind, window, **({"stride": window} if explicit_stride else {}))
+    x = distinct_inputs((2, *sizes, 3), seed=sum(sizes), dtype=jnp.float32)
+
+    def pooled_sum(x):
+        return jnp.sum(layer.apply({}, {}, x)[0] ** 2)
+
+    jaxpr = str(jax.make_jaxpr(pooled_sum)(x))
+    assert "reduce_window" not in jaxpr, "non-overlapping windows should take the reshape path"
+    y, _ = layer.apply({}, {}, x)
+    expected = reduce_window_reference(x, kind, window)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    reference_grad = jax.grad(lambda x: jnp.sum(reduce_window_reference(x, kind, window) ** 2))
+    np.testing.assert_allclose(jax.grad(pooled_sum)(x), reference_grad(x), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+def binomial_bound(n, p, sigmas=5.5):
+    """Half-width of a ``sigmas``-standard-deviation interval for a fraction of ``n`` trials."""
+    return sigmas * math.sqrt(p * (1 - p) / n)
+
+
+@settings(deadline=None, max_examples=8, derandomize=True, database=None)
+@given(rate=st.floats(0.05, 0.95), seed=st.integers(0, 2**31 - 1))
+def test_dropout_zeroes_a_fraction_rate_and_rescales_the_rest(rate, seed):
+    x = 1.0 + jax.random.uniform(jax.random.key(seed), (200, 250))  # no zeros of its own
+    y, _ = jaxdl.dropout(rate).apply({}, {}, x, key=jax.random.key(seed + 1), train=True)
+    zeroed = y == 0
+    n = x.size
+    assert abs(float(jnp.mean(zeroed)) - rate) <= binomial_bound(n, rate)
+    kept = ~zeroed
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
+    # each unit keeps its expectation: mean(y / x) = kept fraction / (1 - rate) -> 1
+    ratio_mean = float(jnp.mean(y / x))
+    assert abs(ratio_mean - 1.0) <= binomial_bound(n, rate) / (1 - rate)
+
+
+def test_dropout_preserves_each_units_expectation():
+    rate, draws = 0.4, 4000
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    keys = jax.random.split(jax.random.key(1), draws)
+    layer = jaxdl.dropout(rate)
+    ys = jax.vmap(lambda k: layer.apply({}, {}, x, key=k, train=True)[0])(keys)  # [draws, 3, 4]
+    # y = x * keep / (1 - rate): std of the mean over draws is |x| sqrt(rate / (1 - rate) / draws)
+    std = jnp.abs(x) * math.sqrt(rate / (1 - rate) / draws)
+    assert jnp.all(jnp.abs(jnp.mean(ys, axis=0) - x) <= 5.5 * std + 1e-6)
+
+
+def test_dropout_masks_depend_only_on_the_key():
+    layer, x = jaxdl.dropout(0.5), jnp.ones((16, 32))
+    y1, _ = layer.apply({}, {}, x, key=jax.random.key(1), train=True)
+    y1_again, _ = layer.apply({}, {}, x, key=jax.random.key(1), train=True)
+    y2, _ = layer.apply({}, {}, x, key=jax.random.key(2), train=True)
+    np.testing.assert_array_equal(y1, y1_again)
+    assert not np.array_equal(y1 == 0, y2 == 0)
+
+
+def test_dropout_rate_zero_keeps_everything_in_training():
+    x = jax.random.normal(jax.random.key(0), (4, 5))
+    y, _ = jaxdl.dropout(0.0).apply({}, {}, x, key=jax.random.key(1), train=True)
+    np.testing.assert_array_equal(y, x)
+
+
+# ----------------------------------------------------------------------------- batch norm
+
+
+def test_batch_norm_under_vmap_over_a_population():
+    population, layer = 3, jaxdl.batch_norm(momentum=0.5)
+    x = jax.random.normal(jax.random.key(0), (8, 2, 4)) * 2.0 + 1.0
+    keys = jax.random.split(jax.random.key(1), population)
+    params, state = jax.vmap(layer.init, in_axes=(0, None))(keys, x)
+    chex.assert_shape([params["scale"], state["mean"], state["var"]], (population, 4))
+    params = perturbed(params, 2)
+    state = {"mean": perturbed(state["mean"], 3), "var": state["var"] + jnp.arange(3.0)[:, None]}
+    for train in (True, False):
+
+        def apply(p, s, x, train=train):
+            return layer.apply(p, s, x, train=train)
+
+        ys, new_states = jax.jit(jax.vmap(apply, in_axes=(0, 0, None)))(params, state, x)
+        chex.assert_shape(ys, (population, 8, 2, 4))
+        for i in range(population):
+            member = jax.tree.map(lambda a, i=i: a[i], (params, state))
+            y_i, state_i = apply(*member, x)
+            np.testing.assert_allclose(ys[i], y_i, rtol=1e-5, atol=1e-6)
+            chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], new_states), state_i)
+        assert not np.allclose(ys[0], ys[1])  # members differ
+
+
+# ----------------------------------------------------------------------------- error messages
+
+
+def message(text):
+    """``text`` as a regular expression that matches it literally."""
+    return re.escape(text)
+
+
+@pytest.mark.parametrize(
+    "build, x_shape, expected",
+    [
+        (
+            lambda: jaxdl.dense(3),
+            (5,),
+            "dense: expected input [batch, ..., features], got shape (5,)",
+        ),
+        (
+            lambda: jaxdl.conv2d(3, 3),
+            (2, 8, 1),
+            "conv: expected input [batch, height, width, channels], got shape (2, 8, 1)",
+        ),
+        (
+            lambda: jaxdl.conv1d(3, 3),
+            (2, 8, 8, 1),
+            "conv: expected input [batch, length, channels], got shape (2, 8, 8, 1)",
+        ),
+        (
+            lambda: jaxdl.conv(3, 3),
+            (2, 8),
+            "conv: expected input [batch, *spatial, channels], got shape (2, 8)",
+        ),
+        (
+            lambda: jaxdl.conv2d(3, 5, padding="VALID"),
+            (1, 3, 3, 1),
+            "conv: window (5, 5) (dilation (1, 1)) is larger than the input's spatial shape (3, 3) "
+            "with padding 'VALID'; got input shape (1, 3, 3, 1)",
+        ),
+        (
+            lambda: jaxdl.conv1d(3, 3, padding="VALID", dilation=3),
+            (1, 6, 1),
+            "conv: window (3,) (dilation (3,)) is larger than the input's spatial shape (6,)",
+        ),
+        (
+            lambda: jaxdl.conv2d(3, 0),
+            (1, 6, 6, 1),
+            "conv: kernel must be a positive int or 2 positive ints, got 0",
+        ),
+        (
+            lambda: jaxdl.conv2d(3, (2, 2, 2)),
+            (1, 6, 6, 1),
+            "conv: kernel must be a positive int or 2 positive ints, got (2, 2, 2)",
+        ),
+    ],
+    ids=[
+        "dense_rank",
+        "conv2d_rank",
+        "conv1d_rank",
+        "conv_rank",
+        "conv_kernel_too_large",
+        "conv_dilated_too_large",
+        "conv_kernel_zero",
+        "conv_kernel_arity",
+    ],
+)
+def test_init_errors(build, x_shape, expected):
+    with pytest.raises(LayerError, match=message(expected)):
+        build().init(KEY, jnp.zeros(x_shape))
+
+
+def test_kernel_fits_once_padded():
+    y, _ = run(jaxdl.conv1d(3, 3, padding=1, dilation=3), jnp.zeros((1, 6, 1)))
+    chex.assert_shape(y, (1, 2, 3))
+    y, _ = run(jaxdl.conv2d(3, 5), jnp.zeros((1, 3, 3, 1)))  # SAME pads any kernel
+    chex.assert_shape(y, (1, 3, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "layer, init_shape, x_shape, expected",
+    [
+        (jaxdl.dense(3), (2, 4), (2, 3), "dense: expected input [batch, ..., 4], got shape (2, 3)"),
+        (jaxdl.dense(3), (2, 4), (4,), "dense: expected input [batch, ..., 4], got shape (4,)"),
+        (
+            jaxdl.conv1d(3, 3),
+            (1, 8, 2),
+            (1, 8, 5),
+            "conv: expected input with 2 channels (last axis), got shape (1, 8, 5)",
+        ),
+        (
+            jaxdl.conv2d(3, 3),
+            (1, 8, 8, 2),
+            (1, 8, 2),
+            "conv: expected input [batch, height, width, channels], got shape (1, 8, 2)",
+        ),
+        (
+            jaxdl.layer_norm(),
+            (2, 4),
+            (2, 5),
+            "layer_norm: expected input [batch, ..., 4], got shape (2, 5)",
+        ),
+        (
+            jaxdl.batch_norm(),
+            (2, 4),
+            (2, 3, 5),
+            "batch_norm: expected input [batch, ..., 4], got shape (2, 3, 5)",
+        ),
+        (
+            jaxdl.max_pool(4),
+            (1, 3, 3, 1),
+            (1, 3, 3, 1),
+            "max_pool: window (4, 4) (dilation (1, 1)) is larger than the input's spatial shape "
+            "(3, 3) with padding 'VALID'",
+        ),
+        (
+            jaxdl.avg_pool(2),
+            (2, 3),
+            (2, 3),
+            "avg_pool: expected input [batch, *spatial, channels], got shape (2, 3)",
+        ),
+        (
+            jaxdl.flatten,
+            (2, 3),
+            (3,),
+            "flatten: expected input [batch, ...features], got shape (3,)",
+        ),
+    ],
+    ids=[
+        "dense_channels",
+        "dense_rank",
+        "conv_channels",
+        "conv_rank",
+        "layer_norm_channels",
+        "batch_norm_channels",
+        "pool_too_large",
+        "pool_rank",
+        "flatten_rank",
+    ],
+)
+def test_apply_errors(layer, init_shape, x_shape, expected):
+    params, state = layer.init(KEY, jnp.zeros(init_shape))
+    with pytest.raises(LayerError, match=message(expected)):
+        layer.apply(params, state, jnp.zeros(x_shape))
+    with pytest.raises(LayerError, match=message(expected)):  # raised at trace time under jit
+        jax.jit(layer.apply)(params, state, jnp.zeros(x_shape))
+
+
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (
+            lambda: jaxdl.dropout(1.0),
+            "dropout: rate (fraction of units zeroed) must be in [0, 1), got 1.0",
+        ),
+        (lambda: jaxdl.dropout(-0.1), "must be in [0, 1), got -0.1"),
+        (lambda: jaxdl.dropout(1.5), "must be in [0, 1), got 1.5"),
+        (lambda: jaxdl.batch_norm(momentum=1.0), "batch_norm: momentum must be in [0, 1), got 1.0"),
+        (lambda: jaxdl.dense(0), "dense: features must be a positive int, got 0"),
+        (lambda: jaxdl.conv2d(2.5, 3), "conv: features must be a positive int, got 2.5"),
+    ],
+    ids=["dropout_1", "dropout_negative", "dropout_above_1", "momentum", "dense_0", "conv_float"],
+)
+def test_configuration_errors(build, expected):
+    with pytest.raises(LayerError, match=message(expected)):
+        build()
+
+
+def test_conv_padding_error():
+    with pytest.raises(LayerError, match=message("conv: padding must be 'SAME', 'VALID'")):
+        jaxdl.conv2d(3, 3, padding="FULL").init(KEY, jnp.zeros((1, 5, 5, 1)))
+    with pytest.raises(LayerError, match=message("conv: padding needs 2 (low, high) pairs")):
+        jaxdl.conv2d(3, 3, padding=[(1, 1)]).init(KEY, jnp.zeros((1, 5, 5, 1)))
+
+
+def test_dropout_in_training_needs_a_key():
+    expected = "dropout: train=True needs a key (apply(..., key=key, train=True))"
+    with pytest.raises(LayerError, match=message(expected)):
+        jaxdl.dropout(0.5).apply({}, {}, jnp.ones((2, 3)), train=True)
+
+
+def test_unknown_activation_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown activation 'swish'; valid names: ") as error:
+        jaxdl.activation("swish")
+    for name in ACTIVATIONS:
+        assert re.search(rf"\b{name}\b", str(error.value)), name
+    assert jaxdl.activation(jaxdl.relu) is jaxdl.relu
+
+
+def test_unknown_initializer_lists_valid_names():
+    for build in (
+        lambda: jaxdl.dense(3, w_init="xavier"),
+        lambda: jaxdl.conv2d(3, 3, b_init="xavier"),
+        lambda: initializers.get("xavier"),
+    ):
+        with pytest.raises(
+            ValueError, match="unknown initializer 'xavier'; valid names: "
+        ) as error:
+            build()
+        for name in initializers.NAMES:
+            assert re.search(rf"\b{name}\b", str(error.value)), name
+
+
+def test_unknown_pooling_lists_valid_kinds():
+    with pytest.raises(ValueError, match=message("unknown pooling 'min'; valid: max, avg")):
+        jaxdl.pool("min", 2)
+
+
+def test_errors_inside_serial_name_the_layer():
+    model = jaxdl.serial(("conv1", jaxdl.conv2d(4, 5, padding="VALID")), jaxdl.flatten)
+    with pytest.raises(LayerError, match=message("conv 'conv1': window (5, 5)")):
+        model.init(KEY, jnp.zeros((1, 3, 3, 1)))
+
+    # generated names, and a parameter-free layer failing while init traces its apply
+    model = jaxdl.serial(jaxdl.conv2d(2, 3), jaxdl.relu, jaxdl.max_pool(2), jaxdl.max_pool(4))
+    with pytest.raises(LayerError, match=message("max_pool 'max_pool2': window (4, 4)")):
+        model.init(KEY, jnp.zeros((1, 6, 6, 1)))
+
+    # nested serials give the path from the outside in
+    inner = jaxdl.serial(("conv1", jaxdl.conv1d(2, 3)))
+    model = jaxdl.serial(("block", inner))
+    with pytest.raises(
+        LayerError, match=message("conv 'block/conv1': expected input [batch, length")
+    ):
+        model.init(KEY, jnp.zeros((1, 6, 6, 1)))
+
+    # at apply time: wrong input width for the first dense layer
+    model = jaxdl.serial(jaxdl.dense(3), jaxdl.relu, jaxdl.dense(2))
+    params, state = model.init(KEY, jnp.zeros((1, 4)))
+    with pytest.raises(LayerError, match=message("dense 'dense1': expected input [batch, ..., 4]")):
+        model.apply(params, state, jnp.zeros((1, 5)))
+
+    # dropout without a key
+    model = jaxdl.serial(jaxdl.dense(3), jaxdl.dropout(0.5))
+    params, state = model.init(KEY, jnp.zeros((1, 4)))
+    with pytest.raises(
+        LayerError, match=message("dropout 'dropout1': train=True needs a key")
+    ) as info:
+        model.apply(params, state, jnp.zeros((1, 4)), train=True)
+    assert (info.value.kind, info.value.path) == ("dropout", ("dropout1",))
