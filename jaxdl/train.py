@@ -412,17 +412,17 @@ def build_program(
     example: Any,
     *,
     loss_fn: LossFn = losses.softmax_cross_entropy,
-    vectorize: Callable[[Callable], Callable] = lambda f: f,
+    population: bool = False,
 ) -> Program:
-    """Jitted init, chunk and evaluation functions of a run, each wrapped by ``vectorize`` first.
+    """Jitted init, chunk and evaluation functions of one run, or of a population of runs.
 
     Args:
       model: the `Layer` to train.
       config: the run's `TrainConfig`.
       example: an example input ``[batch, ...features]`` (shape and dtype only).
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
-      vectorize: applied to each pure function before ``jax.jit``; identity for a single run,
-        a ``jax.vmap`` for a population.
+      population: vmap every function over a leading ``[members]`` axis of keys, hparams and
+        state (the data is shared).
 
     Returns:
       A `Program`.
@@ -442,11 +442,18 @@ def build_program(
             loss_fn=loss_fn,
         )
 
+    def vectorize(fn, in_axes):
+        return jax.vmap(fn, in_axes=in_axes) if population else fn
+
     chunks = {
-        n: jax.jit(vectorize(make_chunk(model, config, n, loss_fn)), donate_argnums=0)
+        n: jax.jit(vectorize(make_chunk(model, config, n, loss_fn), (0, 0, None)), donate_argnums=0)
         for n in set(chunk_plan(config))
     }
-    return Program(jax.jit(vectorize(init)), chunks, jax.jit(vectorize(test_metrics)))
+    return Program(
+        jax.jit(vectorize(init, (0, 0, 0))),
+        chunks,
+        jax.jit(vectorize(test_metrics, (0, None))),
+    )
 
 
 ChunkCallback = Callable[[int, dict[str, Any]], None]
@@ -492,8 +499,9 @@ def run_program(
         metrics = jax.device_get(metrics)
         timings["compile_s" if not chunks else "run_s"] += time.perf_counter() - started
         before, done = done, done + size
+        at = np.full(np.shape(metrics["loss"]), done)  # () for a run, [members] for a population
         record = {
-            "step": np.int64(done),
+            "step": at,
             "loss": metrics["loss"],
             "train_accuracy": metrics["accuracy"],
         }
@@ -505,7 +513,7 @@ def run_program(
             test = jax.device_get(program.evaluate(state, data))
             evals.append(
                 {
-                    "eval_step": np.int64(done),
+                    "eval_step": at,
                     "test_loss": test["loss"],
                     "test_accuracy": test["accuracy"],
                 }

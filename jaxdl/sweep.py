@@ -1,0 +1,310 @@
+"""Sweeps: a population of networks (seeds x hyper-parameters) trained as compiled programs.
+
+The population is the product of the declared axes. Axes that only change traced values (seeds,
+``lr``, ``weight_decay``, ``init_scale``) are vmapped within one program; axes that change the
+program itself (the model, its width or depth, the initialiser, dropout) split the population into
+groups, one compiled program each. Every member runs exactly the pure functions of `jaxdl.train`,
+so a member equals the same configuration trained alone with `jaxdl.train.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl import losses
+from jaxdl.data.dataset import Dataset
+from jaxdl.sweep_result import SEED_AXES, MemberRun, SweepResult
+from jaxdl.train import (
+    ChunkCallback,
+    History,
+    Hparams,
+    Program,
+    TrainConfig,
+    TrainState,
+    build_program,
+    check_fits,
+    run_program,
+    to_device,
+)
+from jaxdl.types import Layer
+
+TRACED_AXES = (*SEED_AXES, *Hparams._fields)
+STRATEGIES = ("auto", "vmap", "map", "chunked")
+
+__all__ = ["STRATEGIES", "MemberRun", "SweepResult", "choose_strategy", "members_of", "sweep"]
+
+
+def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The population: one dict of axis values per member, the product of ``axes`` in order.
+
+    Args:
+      axes: ``{axis_name: values}``; e.g. ``{"seed": range(8), "lr": [1e-3, 1e-2]}``.
+
+    Returns:
+      ``[{axis_name: value}, ...]`` with the last axis varying fastest.
+    """
+    for name, values in axes.items():
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence | range):
+            raise ValueError(f"sweep axis {name!r}: expected a list of values, got {values!r}")
+        if len(values) == 0:
+            raise ValueError(f"sweep axis {name!r} has no values")
+    names = list(axes)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _member_keys(member: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+    """``(init_key, data_key)``: from ``seed`` as `fit` makes them, overridden by ``init_seed``
+    and ``data_seed``."""
+    seed = int(member.get("seed", 0))
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    if "init_seed" in member:
+        init_key = jax.random.split(jax.random.key(int(member["init_seed"])))[0]
+    if "data_seed" in member:
+        data_key = jax.random.split(jax.random.key(int(member["data_seed"])))[1]
+    return init_key, data_key
+
+
+def _member_hparams(member: Mapping[str, Any], base: Hparams) -> Hparams:
+    return base._replace(**{k: v for k, v in member.items() if k in Hparams._fields})
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def choose_strategy(model_params_shape, num_members: int, backend: str | None = None) -> str:
+    """The ``"auto"`` strategy: vmap the whole group (measured fastest for the benchmark MLPs and
+    im2col ConvNets on CPU, and on GPU), except a single member, which runs plainly ("map").
+
+    Args:
+      model_params_shape: the params (or their shapes) of one member.
+      num_members: members in the group.
+      backend: ``jax.default_backend()`` if ``None``.
+
+    Returns:
+      ``"vmap"`` or ``"map"``.
+    """
+    del model_params_shape, backend
+    return "map" if num_members == 1 else "vmap"
+
+
+def _memory_budget() -> int:
+    """Bytes a chunk of members may use: half the device's memory (host RAM on CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def members_per_chunk(program_for: Callable[[int], Program], args_for, budget: int) -> int:
+    """How many members fit the memory ``budget``, from the compiled chunk's memory analysis of
+    a population of two (its per-member cost is the difference from one)."""
+    sizes = []
+    for k in (1, 2):
+        program = program_for(k)
+        size = min(program.chunks)
+        compiled = program.chunks[size].lower(*args_for(k)).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            return 1 << 30
+        sizes.append(
+            analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+            + analysis.temp_size_in_bytes
+        )
+    per_member = max(sizes[1] - sizes[0], 1)
+    return max(1, (budget - sizes[0]) // per_member + 1)
+
+
+@dataclasses.dataclass
+class _Group:
+    """Members sharing one program: their indices in the population and the static values."""
+
+    static: tuple[tuple[str, Any], ...]
+    indices: list[int]
+
+
+def _groups(members: list[dict[str, Any]]) -> list[_Group]:
+    groups: dict[tuple, _Group] = {}
+    for i, member in enumerate(members):
+        static = tuple((k, v) for k, v in member.items() if k not in TRACED_AXES)
+        groups.setdefault(static, _Group(static, [])).indices.append(i)
+    return list(groups.values())
+
+
+def _run_population(
+    model: Layer,
+    config: TrainConfig,
+    data,
+    members: list[dict[str, Any]],
+    base: Hparams,
+    strategy: str,
+    loss_fn,
+    on_chunk: ChunkCallback | None,
+    chunk_members: int | None,
+) -> tuple[TrainState, Any, str]:
+    """Trains one group; returns the stacked final states, the stacked histories, the strategy."""
+    example = data.x_train[:1]
+    keys = [_member_keys(m) for m in members]
+    hparams = [_member_hparams(m, base).as_arrays() for m in members]
+
+    if strategy == "auto":
+        params_shape, _ = jax.eval_shape(model.init, jax.random.key(0), example)
+        strategy = choose_strategy(params_shape, len(members))
+
+    if strategy == "map":
+        program = build_program(model, config, example, loss_fn=loss_fn)
+        states, histories = [], []
+        for (init_key, data_key), hp in zip(keys, hparams, strict=True):
+            state = program.init(init_key, data_key, hp)
+            state, history, _ = run_program(program, config, state, hp, data, on_chunk=on_chunk)
+            states.append(state)
+            histories.append(history)
+        return _stack(states), jax.tree.map(lambda *xs: np.stack(xs), *histories), strategy
+
+    def population_args(indices):
+        init_keys = jnp.stack([keys[i][0] for i in indices])
+        data_keys = jnp.stack([keys[i][1] for i in indices])
+        return init_keys, data_keys, _stack([hparams[i] for i in indices])
+
+    programs: dict[int, Program] = {}
+
+    def program_for(k):
+        if k not in programs:
+            programs[k] = build_program(model, config, example, loss_fn=loss_fn, population=True)
+        return programs[k]
+
+    count = len(members)
+    if strategy == "chunked":
+        if chunk_members is None:
+
+            def args_for(k):
+                init_keys, data_keys, hp = population_args([0] * k)
+                return program_for(k).init(init_keys, data_keys, hp), hp, data
+
+            chunk_members = members_per_chunk(program_for, args_for, _memory_budget())
+        chunk_members = min(chunk_members, count)
+    else:
+        chunk_members = count
+
+    states, histories = [], []
+    for start in range(0, count, chunk_members):
+        indices = list(range(start, min(start + chunk_members, count)))
+        padded = indices + [indices[-1]] * (chunk_members - len(indices))  # one compiled size
+        program = program_for(chunk_members)
+        init_keys, data_keys, hp = population_args(padded)
+        state = program.init(init_keys, data_keys, hp)
+        state, history, _ = run_program(program, config, state, hp, data, on_chunk=on_chunk)
+        kept = len(indices)
+        states.append(_take(state, slice(0, kept)))
+        histories.append(_take(dict(history), slice(0, kept)))
+    state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
+    history = jax.tree.map(lambda *xs: np.concatenate(xs), *histories)
+    return state, history, strategy
+
+
+def sweep(
+    model: Layer | Callable[..., Layer],
+    data: Dataset,
+    axes: Mapping[str, Sequence[Any]],
+    *,
+    config: TrainConfig | None = None,
+    hparams: Hparams = Hparams(),
+    strategy: str = "auto",
+    chunk_members: int | None = None,
+    loss_fn=losses.softmax_cross_entropy,
+    on_chunk: ChunkCallback | None = None,
+    on_group: Callable[[dict[str, Any], int], None] | None = None,
+    **config_overrides,
+) -> SweepResult:
+    """Trains every member of the product of ``axes``; one compiled program per shape group.
+
+    Args:
+      model: a `Layer`, or ``model(**static_values) -> Layer`` when ``axes`` holds axes that
+        change the program (any axis other than ``seed``, ``init_seed``, ``data_seed``, ``lr``,
+        ``weight_decay``, ``init_scale``), e.g. ``lambda init, dropout: jaxdl.mlp(init=init,
+        dropout=dropout)``.
+      data: a `jaxdl.data.Dataset`.
+      axes: ``{axis: values}``; the population is their product.
+      config: the shared `TrainConfig`; ``config_overrides`` (``steps=6000``, ``batch_size=100``,
+        ``optimizer="adam"``...) replace its fields.
+      hparams: values of the traced hyper-parameters that are not axes.
+      strategy: ``"vmap"`` (one ``jit(vmap(...))`` per group), ``"map"`` (members one after
+        another through one compiled program), ``"chunked"`` (vmap over as many members as fit
+        half the device memory, estimated from the compiled program's memory analysis, or
+        ``chunk_members``), or ``"auto"`` (chosen by `choose_strategy`).
+      chunk_members: members per vmapped chunk for ``"chunked"``; ``None`` estimates it.
+      loss_fn: ``loss_fn(logits, labels) -> scalar``.
+      on_chunk: called after every chunk of every group with ``(step, metrics)``.
+      on_group: called before each group with its static values and its number of members.
+      **config_overrides: fields of `TrainConfig`.
+
+    Returns:
+      A `SweepResult`, members in the order of `members_of` ``(axes)``.
+
+    Example:
+      >>> result = jaxdl.sweep(jaxdl.mlp(), data, axes={"seed": range(16), "lr": [1e-3, 1e-2]},
+      ...                      steps=6000, batch_size=100, optimizer="adam")
+      >>> print(result.summary(by=["lr"]))
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    config = dataclasses.replace(config or TrainConfig(), **config_overrides)
+    members = members_of(axes)
+    groups = _groups(members)
+    if any(group.static for group in groups) and isinstance(model, Layer):
+        static_axes = [name for name, _ in groups[0].static]
+        raise ValueError(
+            f"sweep axes {static_axes} change the model: pass model as a function "
+            f"model({', '.join(static_axes)}) -> Layer"
+        )
+    check_fits(config, data)
+    device_data = to_device(data)
+    states: list[Any] = [None] * len(members)
+    histories: list[Any] = [None] * len(members)
+    strategies, seconds = [None] * len(members), [0.0] * len(members)
+    for group in groups:
+        static = dict(group.static)
+        group_model = model(**static) if static else model
+        if on_group is not None:
+            on_group(static, len(group.indices))
+        started = time.perf_counter()
+        state, history, used = _run_population(
+            group_model,
+            config,
+            device_data,
+            [members[i] for i in group.indices],
+            hparams,
+            strategy,
+            loss_fn,
+            on_chunk,
+            chunk_members,
+        )
+        share = (time.perf_counter() - started) / len(group.indices)
+        for j, i in enumerate(group.indices):
+            states[i] = _take(state, j)
+            histories[i] = jax.tree.map(lambda h, j=j: h[j], history)
+            strategies[i], seconds[i] = used, share
+    return SweepResult(
+        members=members,
+        axes={name: list(values) for name, values in axes.items()},
+        states=states,
+        member_histories=[History(h) for h in histories],
+        config=config,
+        hparams=hparams,
+        strategies=strategies,
+        seconds=seconds,
+    )

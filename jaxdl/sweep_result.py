@@ -1,0 +1,228 @@
+"""`SweepResult`: a sweep's members, their final states and curves, as tables and summaries."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+SEED_AXES = ("seed", "init_seed", "data_seed")
+
+
+class MemberRun(NamedTuple):
+    """One member of a sweep as a standalone run.
+
+    Attributes:
+      params: its final params.
+      model_state: its final model state.
+      state: its final `jaxdl.train.TrainState`.
+      config: its configuration: the axis values, the `TrainConfig` fields and the `Hparams`.
+      history: its `jaxdl.train.History` (curves of shape ``[chunks]`` / ``[evaluations]``).
+    """
+
+    params: Any
+    model_state: Any
+    state: Any
+    config: dict[str, Any]
+    history: dict[str, Any]
+
+
+def _t_quantile_975(dof: int) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom (95 % two-sided)."""
+    from scipy import stats  # scipy comes with scikit-learn; imported only for summaries
+
+    return float(stats.t.ppf(0.975, dof))
+
+
+def mean_std_ci(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation and the 95 % t confidence interval of the mean.
+
+    Args:
+      values: one number per seed, length ``n``.
+
+    Returns:
+      ``{"n", "mean", "std", "ci_low", "ci_high"}``; with ``n == 1`` std is 0 and the interval
+      is the single value.
+    """
+    x = np.asarray(values, np.float64)
+    n = len(x)
+    mean = float(np.mean(x))
+    std = float(np.std(x, ddof=1)) if n > 1 else 0.0
+    half = _t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def render(rows: list[dict[str, Any]], format: str) -> str:
+    """Rows of dicts as a ``"markdown"`` table or ``"csv"`` text."""
+    if format not in ("markdown", "csv"):
+        raise ValueError(f"unknown table format {format!r}; valid: markdown, csv")
+    return _markdown(rows) if format == "markdown" else _csv(rows)
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What a sweep returns: one entry per member, in population order.
+
+    Attributes:
+      members: each member's axis values, ``[{axis: value}]``.
+      axes: the declared axes, ``{axis: [values]}``.
+      states: each member's final `jaxdl.train.TrainState`.
+      member_histories: each member's `jaxdl.train.History`.
+      config: the shared `jaxdl.train.TrainConfig`.
+      hparams: the `jaxdl.train.Hparams` for axes not swept.
+      strategies: the execution strategy each member ran under.
+      seconds: each member's share of its group's wall time.
+    """
+
+    members: list[dict[str, Any]]
+    axes: dict[str, list[Any]]
+    states: list[Any]
+    member_histories: list[dict[str, Any]]
+    config: Any
+    hparams: Any
+    strategies: list[str]
+    seconds: list[float]
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def histories(self) -> dict[str, np.ndarray]:
+        """The curves every member shares, stacked: ``{name: [members, chunks or evaluations]}``."""
+        shared = set.intersection(*(set(h) for h in self.member_histories))
+        return {
+            name: np.stack([np.asarray(h[name]) for h in self.member_histories])
+            for name in sorted(shared)
+            if name != "grad_norm"
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per member: axis values, final and best test accuracy, final loss,
+        ``diverged_at_step`` (-1 if never), ``seconds`` (wall-time share) and ``strategy``."""
+        rows = []
+        for i, (member, history) in enumerate(
+            zip(self.members, self.member_histories, strict=True)
+        ):
+            test = np.asarray(history.get("test_accuracy", [np.nan]))
+            loss = np.asarray(history.get("loss", [np.nan]))
+            rows.append(
+                {
+                    "member": i,
+                    **member,
+                    "final_test_accuracy": float(test[-1]),
+                    "best_test_accuracy": float(np.nanmax(test)),
+                    "final_loss": float(loss[-1]),
+                    "diverged_at_step": int(self.states[i].diverged_at),
+                    "seconds": round(float(self.seconds[i]), 3),
+                    "strategy": self.strategies[i],
+                }
+            )
+        return rows
+
+    def table(self, format: str = "markdown") -> str:
+        """`rows` as a Markdown table or CSV text.
+
+        Args:
+          format: ``"markdown"`` or ``"csv"``.
+
+        Returns:
+          The table as a string.
+        """
+        return render(self.rows(), format)
+
+    def summary_rows(
+        self, by: Sequence[str] | None = None, metric: str = "final_test_accuracy"
+    ) -> list[dict[str, Any]]:
+        """Mean, std and 95 % CI of ``metric`` across the members of each ``by`` combination.
+
+        Args:
+          by: axes to group by; ``None`` groups by every axis except the seed axes.
+          metric: a numeric column of `rows`.
+
+        Returns:
+          One dict per combination, in population order: the ``by`` values, then ``n``, ``mean``,
+          ``std``, ``ci_low``, ``ci_high``. Diverged members count with their final values.
+        """
+        by = [a for a in self.axes if a not in SEED_AXES] if by is None else list(by)
+        unknown = [a for a in by if a not in self.axes]
+        if unknown:
+            raise ValueError(f"summary: unknown axes {unknown}; valid: {list(self.axes)}")
+        groups: dict[tuple, list[float]] = {}
+        for row in self.rows():
+            groups.setdefault(tuple(row[a] for a in by), []).append(row[metric])
+        return [
+            {**dict(zip(by, key, strict=True)), **mean_std_ci(values)}
+            for key, values in groups.items()
+        ]
+
+    def summary(
+        self,
+        by: Sequence[str] | None = None,
+        metric: str = "final_test_accuracy",
+        format: str = "markdown",
+    ) -> str:
+        """`summary_rows` as a Markdown table or CSV text.
+
+        Args:
+          by: axes to group by (default: all but the seed axes).
+          metric: the column summarised.
+          format: ``"markdown"`` or ``"csv"``.
+
+        Returns:
+          The table as a string.
+        """
+        return render(self.summary_rows(by, metric), format)
+
+    def member(self, index: int) -> MemberRun:
+        """Member ``index`` as a standalone run.
+
+        Args:
+          index: position in the population, ``0 <= index < len(self)``.
+
+        Returns:
+          A `MemberRun` whose config holds the axis values, the `TrainConfig` and the `Hparams`
+          (axis values replacing the defaults).
+        """
+        if not 0 <= index < len(self.members):
+            raise IndexError(f"member index {index} out of range for {len(self.members)} members")
+        state = self.states[index]
+        hparams = self.hparams._replace(
+            **{k: v for k, v in self.members[index].items() if k in self.hparams._fields}
+        )
+        config = {
+            "axes": dict(self.members[index]),
+            "train": dataclasses.asdict(self.config),
+            "hparams": {k: float(v) for k, v in hparams._asdict().items()},
+        }
+        return MemberRun(
+            state.params, state.model_state, state, config, self.member_histories[index]
+        )
