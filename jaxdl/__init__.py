@@ -1,6 +1,6 @@
 """jaxdl: deep nets as pure functions over parameter dicts, trained with jax.grad and optax."""
 
-from jaxdl import initializers
+from jaxdl import data, initializers, optimizers
 from jaxdl.layers import (
     ACTIVATIONS,
     activation,
@@ -29,14 +29,36 @@ from jaxdl.layers import (
 )
 from jaxdl.losses import accuracy, mse, softmax_cross_entropy
 from jaxdl.models import convnet, mlp
+from jaxdl.sweep import sweep
+from jaxdl.sweep_result import MemberRun, SweepResult
+from jaxdl.train import (
+    DeviceData,
+    History,
+    Hparams,
+    TrainConfig,
+    TrainState,
+    evaluate,
+    fit,
+    init_state,
+    make_chunk,
+    make_step,
+    make_train,
+)
 from jaxdl.types import Layer, LayerError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "DeviceData",
+    "Hparams",
+    "History",
     "Layer",
     "LayerError",
+    "MemberRun",
+    "SweepResult",
+    "TrainConfig",
+    "TrainState",
     "accuracy",
     "activation",
     "avg_pool",
@@ -45,25 +67,34 @@ __all__ = [
     "conv1d",
     "conv2d",
     "convnet",
+    "data",
     "dense",
     "dropout",
     "elementwise",
     "elu",
+    "evaluate",
+    "fit",
     "flatten",
     "gelu",
     "identity",
+    "init_state",
     "initializers",
     "layer_norm",
     "leaky_relu",
     "log_sigmoid",
+    "make_chunk",
+    "make_step",
+    "make_train",
     "max_pool",
     "mlp",
     "mse",
+    "optimizers",
     "pool",
     "relu",
     "serial",
     "sigmoid",
     "softmax_cross_entropy",
     "softplus",
+    "sweep",
     "tanh",
 ]

@@ -1,0 +1,152 @@
+"""A sweep's output folder: results.csv, summary.md, results.json and plots, each written atomically."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxdl.io import write_atomic, write_json_atomic
+from jaxdl.sweep_result import SEED_AXES, SweepResult, render
+
+# Test accuracy (%) reported in the MNIST-1D paper (Greydanus & Kobak, 2024, table 1).
+PUBLISHED = {
+    "mnist1d": {"logistic": 32.0, "mlp": 68.0, "convnet": 94.0},
+    "mnist1d_shuffled": {"logistic": 32.0, "mlp": 68.0, "convnet": 56.0},
+}
+
+
+def config_label(member: Mapping[str, Any]) -> str:
+    """A member's non-seed axis values as ``"model=mlp lr=0.001"`` (``"all"`` if none)."""
+    parts = [f"{k}={v}" for k, v in member.items() if k not in SEED_AXES]
+    return " ".join(parts) or "all"
+
+
+def with_published(rows: list[dict[str, Any]], data_name: str) -> list[dict[str, Any]]:
+    """Summary rows with the published accuracy (%) beside our mean, where one is known.
+
+    Args:
+      rows: `SweepResult.summary_rows` output (with a ``model`` column to match on).
+      data_name: the data set's name.
+
+    Returns:
+      The rows with ``mean_%``, ``std_%``, ``ci95_%`` and ``published_%`` columns added.
+    """
+    published = PUBLISHED.get(data_name, {})
+    out = []
+    for row in rows:
+        row = dict(row)
+        row["mean_%"] = round(100 * row["mean"], 1)
+        row["std_%"] = round(100 * row["std"], 1)
+        row["ci95_%"] = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+        row["published_%"] = published.get(row.get("model"), "")
+        out.append(row)
+    return out
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _by_config(result: SweepResult) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, member in enumerate(result.members):
+        groups.setdefault(config_label(member), []).append(i)
+    return groups
+
+
+def plot_accuracy_distribution(result: SweepResult) -> bytes:
+    """PNG: final test accuracy per configuration, one dot per seed, with the mean as a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _by_config(result)
+    accuracies = [row["final_test_accuracy"] for row in result.rows()]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(groups)), 3.6))
+    rng = np.random.default_rng(0)  # horizontal jitter only, so dots do not overlap
+    for x, (label, members) in enumerate(groups.items()):
+        values = 100 * np.array([accuracies[i] for i in members])
+        ax.scatter(x + rng.uniform(-0.12, 0.12, len(values)), values, s=18, alpha=0.8)
+        ax.hlines(values.mean(), x - 0.25, x + 0.25, color="black")
+    ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title("accuracy per configuration (one dot per seed)")
+    ax.grid(axis="y", alpha=0.3)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_learning_curves(result: SweepResult) -> bytes:
+    """PNG: train loss and test accuracy vs step per configuration, mean with a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, members in _by_config(result).items():
+        histories = [result.member_histories[i] for i in members]
+        for ax, step_key, key, scale in (
+            (loss_ax, "step", "loss", 1.0),
+            (acc_ax, "eval_step", "test_accuracy", 100.0),
+        ):
+            steps = np.asarray(histories[0][step_key])
+            curves = scale * np.stack([np.asarray(h[key]) for h in histories])  # [seeds, points]
+            (line,) = ax.plot(steps, curves.mean(0), label=label)
+            ax.fill_between(steps, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
+    loss_ax.set(xlabel="step", ylabel="train loss", yscale="log", title="loss (band: min-max)")
+    acc_ax.set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy (band: min-max)")
+    acc_ax.legend(fontsize=7)
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def write_sweep(
+    result: SweepResult,
+    out_dir: str | os.PathLike,
+    *,
+    data_name: str = "",
+    by: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Writes a sweep's output folder and returns the summary table (Markdown).
+
+    Files: ``results.csv`` (one row per member), ``summary.md`` (mean, std, 95 % CI across seeds
+    per configuration, beside published figures where known), ``results.json`` (both tables and
+    ``extra``), ``accuracy.png`` (one dot per seed) and ``curves.png`` (bands across seeds).
+
+    Args:
+      result: the `SweepResult`.
+      out_dir: the folder (created if missing).
+      data_name: the data set's name, to find published figures.
+      by: summary grouping axes (default: every non-seed axis).
+      extra: more JSON-compatible entries for results.json (config, wall time).
+
+    Returns:
+      The summary as a Markdown table.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    rows = result.rows()
+    summary_rows = with_published(result.summary_rows(by), data_name)
+    summary = render(summary_rows, "markdown")
+    write_atomic(os.path.join(out_dir, "results.csv"), render(rows, "csv"))
+    title = f"# Sweep summary{f' on {data_name}' if data_name else ''}\n\n"
+    write_atomic(os.path.join(out_dir, "summary.md"), title + summary + "\n")
+    write_json_atomic(
+        os.path.join(out_dir, "results.json"),
+        {"members": rows, "summary": summary_rows, **(extra or {})},
+    )
+    write_atomic(os.path.join(out_dir, "accuracy.png"), plot_accuracy_distribution(result))
+    write_atomic(os.path.join(out_dir, "curves.png"), plot_learning_curves(result))
+    return summary
