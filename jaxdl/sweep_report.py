@@ -1,4 +1,4 @@
-"""A sweep's output folder: results.csv, summary.md, results.json and plots, each written atomically."""
+"""A sweep's output folder: results.csv, summary.md, results.json, plots; all written atomically."""
 
 from __future__ import annotations
 
