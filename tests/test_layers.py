@@ -3,6 +3,7 @@
 import functools
 import math
 import re
+import types
 
 import chex
 import jax
@@ -20,12 +21,27 @@ from jaxdl.layers import ACTIVATIONS
 KEY = jax.random.key(0)
 
 
-def run(layer, x, *, key=None, train=False, params=None, state=None):
-    """``layer.apply`` on ``x`` with fresh (or given) params and state; returns ``(y, state)``."""
-    if params is None:
-        params, fresh_state = layer.init(KEY, x)
-        state = fresh_state if state is None else state
-    return layer.apply(params, state, x, key=key, train=train)
+def normal(shape, seed=0):
+    """Standard normal float32 samples drawn by NumPy (a jax.random sampler compiles slowly)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+# Compiling jax.random's samplers on CPU takes most of a second per kernel shape, so tests that
+# only need params of the right shape build layers with ``w_init="zeros"`` (and perturb them where
+# values matter), and init/apply run under jit (one compilation instead of one per operation).
+Z = types.SimpleNamespace(
+    dense=functools.partial(jaxdl.dense, w_init="zeros"),
+    conv=functools.partial(jaxdl.conv, w_init="zeros"),
+    conv1d=functools.partial(jaxdl.conv1d, w_init="zeros"),
+    conv2d=functools.partial(jaxdl.conv2d, w_init="zeros"),
+)
+
+
+def run(layer, x, *, key=None, train=False):
+    """``layer.apply`` (jitted) on ``x`` with fresh params and state; returns ``(y, state)``."""
+    params, state = jax.jit(layer.init)(KEY, x)
+    apply = functools.partial(layer.apply, train=train)
+    return jax.jit(apply)(params, state, x, key=key)
 
 
 def perturbed(tree, seed, scale=0.3):
@@ -39,11 +55,12 @@ def perturbed(tree, seed, scale=0.3):
 def distinct_inputs(shape, seed=0, dtype=jnp.float64):
     """Values in [-3, 3], all different and none near 0: no ties for max, no kinks for relu.
 
-    Neighbouring values differ by ``6 / size``, far more than a finite-difference step moves them.
+    Neighbouring values differ by ``6 / size`` and none is closer to 0 than ``1.5 / size``, far
+    more than a finite-difference step moves them.
     """
     size = math.prod(shape)
     ranks = np.random.default_rng(seed).permutation(size)
-    values = (ranks + 0.5 - size / 2) * (6.0 / size)
+    values = (ranks + 0.25 - size / 2) * (6.0 / size)  # ranks + 0.25 is never size / 2
     return jnp.asarray(values.reshape(shape), dtype)
 
 
@@ -66,25 +83,33 @@ def out_size(size, window, stride, padding, dilation=1):
     return (size + low + high - span) // stride + 1
 
 
-def assert_shapes_agree(layer, x, expected, *, train=False):
-    """The real output shape equals ``jax.eval_shape`` of init/apply and ``expected``."""
+def assert_shapes_agree(layer, x, expected, *, train=False, concrete=True):
+    """Init/apply give output shape ``expected``, abstractly and (unless not ``concrete``) really.
+
+    The abstract pass is ``jax.eval_shape`` from a ``jax.ShapeDtypeStruct``; the real params,
+    state and output must match it in shape and dtype, and ``apply`` keeps the state's shapes.
+    """
     key = jax.random.key(1) if train else None
-    params, state = layer.init(KEY, x)
-    abstract_params, abstract_state = jax.eval_shape(layer.init, KEY, x)
-    chex.assert_trees_all_equal_shapes_and_dtypes(params, abstract_params)
-    chex.assert_trees_all_equal_shapes_and_dtypes(state, abstract_state)
-    # init from a ShapeDtypeStruct reads only shape and dtype.
     struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    chex.assert_trees_all_equal_shapes_and_dtypes(layer.init(KEY, struct), (params, state))
+    abstract_params, abstract_state = jax.eval_shape(layer.init, KEY, struct)
 
     def apply(p, s, x):
         return layer.apply(p, s, x, key=key, train=train)
 
     y_abstract, state_abstract = jax.eval_shape(apply, abstract_params, abstract_state, struct)
-    y, new_state = apply(params, state, x)
+    chex.assert_shape(y_abstract, expected)
+    assert y_abstract.dtype == x.dtype
+    chex.assert_trees_all_equal_shapes_and_dtypes(state_abstract, abstract_state)
+    if not concrete:
+        return
+    params, state = jax.jit(layer.init)(KEY, x)
+    chex.assert_trees_all_equal_shapes_and_dtypes(
+        (params, state), (abstract_params, abstract_state)
+    )
+    y, new_state = jax.jit(apply)(params, state, x)
     chex.assert_shape(y, expected)
-    assert y.shape == y_abstract.shape and y.dtype == y_abstract.dtype == x.dtype
-    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state_abstract)
+    assert y.dtype == x.dtype
+    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
 
 
 ACT = [jaxdl.activation(name) for name in ACTIVATIONS]
@@ -92,23 +117,23 @@ ACT = [jaxdl.activation(name) for name in ACTIVATIONS]
 SHAPE_CASES = [
     ("dense", jaxdl.dense(7), (3, 5), (3, 7)),
     ("dense_rank3", jaxdl.dense(7), (2, 3, 5), (2, 3, 7)),
-    ("dense_no_bias", jaxdl.dense(2, use_bias=False), (4, 5), (4, 2)),
-    ("conv1d_same", jaxdl.conv1d(4, 3), (2, 10, 3), (2, 10, 4)),
-    ("conv1d_valid_stride", jaxdl.conv1d(4, 3, stride=2, padding="VALID"), (2, 10, 3), (2, 4, 4)),
-    ("conv1d_int_pad_dilation", jaxdl.conv1d(4, 3, padding=1, dilation=2), (2, 10, 3), (2, 8, 4)),
-    ("conv1d_same_stride", jaxdl.conv1d(4, 4, stride=3), (2, 10, 3), (2, 4, 4)),
+    ("dense_no_bias", Z.dense(2, use_bias=False), (4, 5), (4, 2)),
+    ("conv1d_same", Z.conv1d(4, 3), (2, 10, 3), (2, 10, 4)),
+    ("conv1d_valid_stride", Z.conv1d(4, 3, stride=2, padding="VALID"), (2, 10, 3), (2, 4, 4)),
+    ("conv1d_int_pad_dilation", Z.conv1d(4, 3, padding=1, dilation=2), (2, 10, 3), (2, 8, 4)),
+    ("conv1d_same_stride", Z.conv1d(4, 4, stride=3), (2, 10, 3), (2, 4, 4)),
     ("conv2d_same", jaxdl.conv2d(6, 5), (2, 9, 8, 1), (2, 9, 8, 6)),
-    ("conv2d_valid", jaxdl.conv2d(6, (3, 2), padding="VALID"), (2, 9, 8, 1), (2, 7, 7, 6)),
-    ("conv2d_stride", jaxdl.conv2d(6, 3, stride=(2, 3)), (2, 9, 8, 1), (2, 5, 3, 6)),
-    ("conv2d_pairs", jaxdl.conv2d(6, 3, padding=[(2, 0), (0, 1)]), (2, 9, 8, 1), (2, 9, 7, 6)),
+    ("conv2d_valid", Z.conv2d(6, (3, 2), padding="VALID"), (2, 9, 8, 1), (2, 7, 7, 6)),
+    ("conv2d_stride", Z.conv2d(6, 3, stride=(2, 3)), (2, 9, 8, 1), (2, 5, 3, 6)),
+    ("conv2d_pairs", Z.conv2d(6, 3, padding=[(2, 0), (0, 1)]), (2, 9, 8, 1), (2, 9, 7, 6)),
     (
         "conv2d_dilation",
-        jaxdl.conv2d(6, 3, padding="VALID", dilation=3),
+        Z.conv2d(6, 3, padding="VALID", dilation=3),
         (2, 9, 8, 1),
         (2, 3, 2, 6),
     ),
-    ("conv_ndim_from_input", jaxdl.conv(2, 3, padding="VALID"), (2, 6, 5, 4, 1), (2, 4, 3, 2, 2)),
-    ("conv_ndim_from_kernel", jaxdl.conv(2, (3,), padding="VALID"), (2, 6, 1), (2, 4, 2)),
+    ("conv_ndim_from_input", Z.conv(2, 3, padding="VALID"), (2, 6, 5, 4, 1), (2, 4, 3, 2, 2)),
+    ("conv_ndim_from_kernel", Z.conv(2, (3,), padding="VALID"), (2, 6, 1), (2, 4, 2)),
     ("max_pool_fast", jaxdl.max_pool(2), (2, 9, 9, 3), (2, 4, 4, 3)),
     ("max_pool_1d", jaxdl.max_pool(2), (2, 9, 3), (2, 4, 3)),
     ("max_pool_overlap", jaxdl.max_pool(3, stride=2), (2, 9, 9, 3), (2, 4, 4, 3)),
@@ -173,9 +198,9 @@ def test_conv_shape_formula(data, ndim):
     x = jnp.ones((2, *sizes, 2))
     if min(expected) < 1:  # the dilated kernel does not fit the padded input
         with pytest.raises(LayerError, match="is larger than the input's spatial shape"):
-            layer.init(KEY, x)
+            jax.eval_shape(layer.init, KEY, x)
         return
-    assert_shapes_agree(layer, x, (2, *expected, 3))
+    assert_shapes_agree(layer, x, (2, *expected, 3), concrete=False)
 
 
 @settings(deadline=None, max_examples=25)
@@ -199,9 +224,9 @@ def test_pool_shape_formula(data, ndim, kind, default_stride):
     x = jnp.ones((2, *sizes, 3))
     if min(expected) < 1:
         with pytest.raises(LayerError, match="is larger than the input's spatial shape"):
-            layer.apply({}, {}, x)
+            jax.eval_shape(functools.partial(layer.apply, {}, {}), x)
         return
-    assert_shapes_agree(layer, x, (2, *expected, 3))
+    assert_shapes_agree(layer, x, (2, *expected, 3), concrete=False)
 
 
 # ----------------------------------------------------------------------------- gradient check
@@ -253,21 +278,22 @@ def assert_grads_match_finite_differences(f, args, *, seed=0, directions=2, eps=
 
 
 GRAD_CASES = [
-    ("dense", jaxdl.dense(3), (4, 5)),
-    ("dense_rank3", jaxdl.dense(3), (2, 3, 5)),
-    ("conv1d_same", jaxdl.conv1d(3, 3), (2, 9, 2)),
+    ("dense", Z.dense(3), (4, 5)),
+    ("dense_rank3", Z.dense(3), (2, 3, 5)),
+    ("conv1d_same", Z.conv1d(3, 3), (2, 9, 2)),
     (
         "conv1d_stride_dilation",
-        jaxdl.conv1d(3, 3, stride=2, padding="VALID", dilation=2),
+        Z.conv1d(3, 3, stride=2, padding="VALID", dilation=2),
         (2, 11, 2),
     ),
-    ("conv2d_same_stride", jaxdl.conv2d(3, 3, stride=2), (2, 7, 6, 2)),
-    ("conv2d_int_pad_dilation", jaxdl.conv2d(3, (3, 2), padding=1, dilation=(1, 2)), (2, 6, 7, 2)),
+    ("conv2d_same_stride", Z.conv2d(3, 3, stride=2), (2, 7, 6, 2)),
+    ("conv2d_int_pad_dilation", Z.conv2d(3, (3, 2), padding=1, dilation=(1, 2)), (2, 6, 7, 2)),
     (
         "conv2d_pairs_stride",
-        jaxdl.conv2d(2, 3, stride=(1, 2), padding=[(1, 0), (0, 2)]),
+        Z.conv2d(2, 3, stride=(1, 2), padding=[(1, 0), (0, 2)]),
         (1, 5, 6, 2),
     ),
+    ("conv2d_xla_stride_dilation", Z.conv2d(3, 3, 2, 1, 2, impl="xla"), (2, 7, 8, 2)),
     ("max_pool_fast", jaxdl.max_pool(2), (2, 7, 6, 2)),
     ("max_pool_1d_fast", jaxdl.max_pool(3), (2, 10, 2)),
     ("max_pool_overlap", jaxdl.max_pool(3, stride=2), (2, 7, 7, 2)),
@@ -403,10 +429,10 @@ class TestValuesWithAndWithoutJit(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_dense_is_affine_map(self):
-        x = jax.random.normal(jax.random.key(1), (4, 2, 5))
-        params, state = jaxdl.dense(3).init(KEY, x)
+        x = normal((4, 2, 5), seed=1)
+        params, state = Z.dense(3).init(KEY, x)
         params = perturbed(params, 0)
-        y, new_state = self.variant(jaxdl.dense(3).apply)(params, state, x)
+        y, new_state = self.variant(Z.dense(3).apply)(params, state, x)
         w, b = np.asarray(params["w"]), np.asarray(params["b"])
         expected = np.einsum("bti,io->bto", np.asarray(x), w) + b
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
@@ -416,7 +442,7 @@ class TestValuesWithAndWithoutJit(chex.TestCase):
     def test_conv_matches_naive_reference(self):
         with jax.enable_x64(True):
             for kernel, stride, padding, dilation, x_shape in CONV_REFERENCE_CASES:
-                layer = jaxdl.conv(4, kernel, stride, padding, dilation)
+                layer = Z.conv(4, kernel, stride, padding, dilation)
                 x = distinct_inputs(x_shape, seed=len(x_shape))
                 params = perturbed(layer.init(KEY, x)[0], seed=1)
                 y, _ = self.variant(layer.apply)(params, {}, x)
@@ -471,7 +497,7 @@ class TestValuesWithAndWithoutJit(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_layer_norm_normalises_each_example(self):
-        x = 3.0 + 2.0 * jax.random.normal(jax.random.key(2), (4, 3, 16))
+        x = 3.0 + 2.0 * normal((4, 3, 16), seed=2)
         layer = jaxdl.layer_norm()
         params, state = layer.init(KEY, x)
         y, _ = self.variant(layer.apply)(params, state, x)
@@ -519,7 +545,7 @@ class TestValuesWithAndWithoutJit(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_batch_norm_evaluation_uses_running_statistics(self):
         layer = jaxdl.batch_norm()
-        x = jax.random.normal(jax.random.key(4), (6, 4))
+        x = normal((6, 4), seed=4)
         params, _ = layer.init(KEY, x)
         params = perturbed(params, 5)
         state = {"mean": jnp.array([0.5, -1.0, 0.0, 2.0]), "var": jnp.array([1.0, 4.0, 0.25, 9.0])}
@@ -531,11 +557,27 @@ class TestValuesWithAndWithoutJit(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_dropout_is_identity_when_not_training(self):
-        x = jax.random.normal(jax.random.key(5), (8, 10))
+        x = normal((8, 10), seed=5)
         for rate in (0.0, 0.5, 0.9):
             apply = self.variant(jaxdl.dropout(rate).apply)
             np.testing.assert_array_equal(apply({}, {}, x)[0], x)
             np.testing.assert_array_equal(apply({}, {}, x, key=jax.random.key(1))[0], x)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, x_shape", CONV_REFERENCE_CASES[1::2])
+def test_conv_implementations_agree(kernel, stride, padding, dilation, x_shape):
+    """``impl="im2col"`` (the CPU default) and ``impl="xla"``: same outputs, same gradients."""
+    x = distinct_inputs(x_shape, dtype=jnp.float32)
+    outputs = []
+    for impl in ("im2col", "xla"):
+        layer = Z.conv(4, kernel, stride, padding, dilation, impl=impl)
+        params = perturbed(layer.init(KEY, x)[0], seed=2)
+
+        def loss(params, x, layer=layer):
+            return jnp.sum(jnp.sin(layer.apply(params, {}, x)[0]))
+
+        outputs.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x))
+    chex.assert_trees_all_close(*outputs, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- pooling fast path
@@ -548,7 +590,7 @@ def reduce_window_reference(x, kind, window):
     return y if kind == "max" else y / math.prod(window)
 
 
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=8)
 @given(
     data=st.data(),
     ndim=st.integers(1, 2),
@@ -564,13 +606,15 @@ def test_pool_fast_path_matches_reduce_window(data, ndim, kind, explicit_stride)
     def pooled_sum(x):
         return jnp.sum(layer.apply({}, {}, x)[0] ** 2)
 
+    def reference_sum(x):
+        return jnp.sum(reduce_window_reference(x, kind, window) ** 2)
+
     jaxpr = str(jax.make_jaxpr(pooled_sum)(x))
     assert "reduce_window" not in jaxpr, "non-overlapping windows should take the reshape path"
-    y, _ = layer.apply({}, {}, x)
-    expected = reduce_window_reference(x, kind, window)
-    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
-    reference_grad = jax.grad(lambda x: jnp.sum(reduce_window_reference(x, kind, window) ** 2))
-    np.testing.assert_allclose(jax.grad(pooled_sum)(x), reference_grad(x), rtol=1e-5, atol=1e-6)
+    y, _ = jax.jit(layer.apply)({}, {}, x)
+    np.testing.assert_allclose(y, reduce_window_reference(x, kind, window), rtol=1e-6, atol=1e-6)
+    grad = jax.jit(jax.grad(pooled_sum))(x)
+    np.testing.assert_allclose(grad, jax.jit(jax.grad(reference_sum))(x), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -581,10 +625,10 @@ def binomial_bound(n, p, sigmas=5.5):
     return sigmas * math.sqrt(p * (1 - p) / n)
 
 
-@settings(deadline=None, max_examples=8, derandomize=True, database=None)
+@settings(deadline=None, max_examples=6, derandomize=True, database=None)
 @given(rate=st.floats(0.05, 0.95), seed=st.integers(0, 2**31 - 1))
 def test_dropout_zeroes_a_fraction_rate_and_rescales_the_rest(rate, seed):
-    x = 1.0 + jax.random.uniform(jax.random.key(seed), (200, 250))  # no zeros of its own
+    x = 1.0 + normal((200, 250), seed=seed) ** 2  # no zeros of its own
     y, _ = jaxdl.dropout(rate).apply({}, {}, x, key=jax.random.key(seed + 1), train=True)
     zeroed = y == 0
     n = x.size
@@ -598,7 +642,7 @@ def test_dropout_zeroes_a_fraction_rate_and_rescales_the_rest(rate, seed):
 
 def test_dropout_preserves_each_units_expectation():
     rate, draws = 0.4, 4000
-    x = jax.random.normal(jax.random.key(0), (3, 4))
+    x = normal((3, 4), seed=0)
     keys = jax.random.split(jax.random.key(1), draws)
     layer = jaxdl.dropout(rate)
     ys = jax.vmap(lambda k: layer.apply({}, {}, x, key=k, train=True)[0])(keys)  # [draws, 3, 4]
@@ -617,7 +661,7 @@ def test_dropout_masks_depend_only_on_the_key():
 
 
 def test_dropout_rate_zero_keeps_everything_in_training():
-    x = jax.random.normal(jax.random.key(0), (4, 5))
+    x = normal((4, 5), seed=0)
     y, _ = jaxdl.dropout(0.0).apply({}, {}, x, key=jax.random.key(1), train=True)
     np.testing.assert_array_equal(y, x)
 
@@ -627,7 +671,7 @@ def test_dropout_rate_zero_keeps_everything_in_training():
 
 def test_batch_norm_under_vmap_over_a_population():
     population, layer = 3, jaxdl.batch_norm(momentum=0.5)
-    x = jax.random.normal(jax.random.key(0), (8, 2, 4)) * 2.0 + 1.0
+    x = normal((8, 2, 4), seed=0) * 2.0 + 1.0
     keys = jax.random.split(jax.random.key(1), population)
     params, state = jax.vmap(layer.init, in_axes=(0, None))(keys, x)
     chex.assert_shape([params["scale"], state["mean"], state["var"]], (population, 4))
@@ -718,25 +762,25 @@ def test_init_errors(build, x_shape, expected):
 
 
 def test_kernel_fits_once_padded():
-    y, _ = run(jaxdl.conv1d(3, 3, padding=1, dilation=3), jnp.zeros((1, 6, 1)))
+    y, _ = run(Z.conv1d(3, 3, padding=1, dilation=3), jnp.zeros((1, 6, 1)))
     chex.assert_shape(y, (1, 2, 3))
-    y, _ = run(jaxdl.conv2d(3, 5), jnp.zeros((1, 3, 3, 1)))  # SAME pads any kernel
+    y, _ = run(Z.conv2d(3, 5), jnp.zeros((1, 3, 3, 1)))  # SAME pads any kernel
     chex.assert_shape(y, (1, 3, 3, 3))
 
 
 @pytest.mark.parametrize(
     "layer, init_shape, x_shape, expected",
     [
-        (jaxdl.dense(3), (2, 4), (2, 3), "dense: expected input [batch, ..., 4], got shape (2, 3)"),
-        (jaxdl.dense(3), (2, 4), (4,), "dense: expected input [batch, ..., 4], got shape (4,)"),
+        (Z.dense(3), (2, 4), (2, 3), "dense: expected input [batch, ..., 4], got shape (2, 3)"),
+        (Z.dense(3), (2, 4), (4,), "dense: expected input [batch, ..., 4], got shape (4,)"),
         (
-            jaxdl.conv1d(3, 3),
+            Z.conv1d(3, 3),
             (1, 8, 2),
             (1, 8, 5),
             "conv: expected input with 2 channels (last axis), got shape (1, 8, 5)",
         ),
         (
-            jaxdl.conv2d(3, 3),
+            Z.conv2d(3, 3),
             (1, 8, 8, 2),
             (1, 8, 2),
             "conv: expected input [batch, height, width, channels], got shape (1, 8, 2)",
@@ -805,8 +849,17 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
         (lambda: jaxdl.batch_norm(momentum=1.0), "batch_norm: momentum must be in [0, 1), got 1.0"),
         (lambda: jaxdl.dense(0), "dense: features must be a positive int, got 0"),
         (lambda: jaxdl.conv2d(2.5, 3), "conv: features must be a positive int, got 2.5"),
+        (lambda: jaxdl.conv1d(2, 3, impl="cudnn"), "conv: impl must be 'auto', 'xla' or"),
     ],
-    ids=["dropout_1", "dropout_negative", "dropout_above_1", "momentum", "dense_0", "conv_float"],
+    ids=[
+        "dropout_1",
+        "dropout_negative",
+        "dropout_above_1",
+        "momentum",
+        "dense_0",
+        "conv_float",
+        "impl",
+    ],
 )
 def test_configuration_errors(build, expected):
     with pytest.raises(LayerError, match=message(expected)):
@@ -854,17 +907,17 @@ def test_unknown_pooling_lists_valid_kinds():
 
 
 def test_errors_inside_serial_name_the_layer():
-    model = jaxdl.serial(("conv1", jaxdl.conv2d(4, 5, padding="VALID")), jaxdl.flatten)
+    model = jaxdl.serial(("conv1", Z.conv2d(4, 5, padding="VALID")), jaxdl.flatten)
     with pytest.raises(LayerError, match=message("conv 'conv1': window (5, 5)")):
         model.init(KEY, jnp.zeros((1, 3, 3, 1)))
 
     # generated names, and a parameter-free layer failing while init traces its apply
-    model = jaxdl.serial(jaxdl.conv2d(2, 3), jaxdl.relu, jaxdl.max_pool(2), jaxdl.max_pool(4))
+    model = jaxdl.serial(Z.conv2d(2, 3), jaxdl.relu, jaxdl.max_pool(2), jaxdl.max_pool(4))
     with pytest.raises(LayerError, match=message("max_pool 'max_pool2': window (4, 4)")):
         model.init(KEY, jnp.zeros((1, 6, 6, 1)))
 
     # nested serials give the path from the outside in
-    inner = jaxdl.serial(("conv1", jaxdl.conv1d(2, 3)))
+    inner = jaxdl.serial(("conv1", Z.conv1d(2, 3)))
     model = jaxdl.serial(("block", inner))
     with pytest.raises(
         LayerError, match=message("conv 'block/conv1': expected input [batch, length")
@@ -872,13 +925,13 @@ def test_errors_inside_serial_name_the_layer():
         model.init(KEY, jnp.zeros((1, 6, 6, 1)))
 
     # at apply time: wrong input width for the first dense layer
-    model = jaxdl.serial(jaxdl.dense(3), jaxdl.relu, jaxdl.dense(2))
+    model = jaxdl.serial(Z.dense(3), jaxdl.relu, Z.dense(2))
     params, state = model.init(KEY, jnp.zeros((1, 4)))
     with pytest.raises(LayerError, match=message("dense 'dense1': expected input [batch, ..., 4]")):
         model.apply(params, state, jnp.zeros((1, 5)))
 
     # dropout without a key
-    model = jaxdl.serial(jaxdl.dense(3), jaxdl.dropout(0.5))
+    model = jaxdl.serial(Z.dense(3), jaxdl.dropout(0.5))
     params, state = model.init(KEY, jnp.zeros((1, 4)))
     with pytest.raises(
         LayerError, match=message("dropout 'dropout1': train=True needs a key")
