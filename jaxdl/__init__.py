@@ -23,12 +23,13 @@ from jaxdl.layers import (
     pool,
     relu,
     serial,
+    serial_outputs,
     sigmoid,
     softplus,
     tanh,
 )
 from jaxdl.losses import accuracy, mse, softmax_cross_entropy
-from jaxdl.models import convnet, mlp
+from jaxdl.models import convnet, mlp, mlp_entries
 from jaxdl.sweep import sweep
 from jaxdl.sweep_result import MemberRun, SweepResult
 from jaxdl.train import (
@@ -87,11 +88,13 @@ __all__ = [
     "make_train",
     "max_pool",
     "mlp",
+    "mlp_entries",
     "mse",
     "optimizers",
     "pool",
     "relu",
     "serial",
+    "serial_outputs",
     "sigmoid",
     "softmax_cross_entropy",
     "softplus",

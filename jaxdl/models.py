@@ -62,9 +62,39 @@ def mlp(
       A `Layer` mapping ``[batch, ...features]`` to logits ``[batch, num_classes]``, params named
       ``dense1 .. dense{len(hidden)+1}`` (and ``norm{i}``).
     """
+    entries = mlp_entries(
+        hidden, num_classes, activation, init, init_scale=init_scale, dropout=dropout, norm=norm
+    )
+    return serial(*entries)
+
+
+def mlp_entries(
+    hidden: Sequence[int] = (256, 256),
+    num_classes: int = 10,
+    activation: str = "sigmoid",
+    init: str = "glorot_uniform",
+    *,
+    init_scale: float = 1.0,
+    dropout: float = 0.0,
+    norm: str | None = None,
+) -> list[tuple[str, Layer]]:
+    """The named layers of `mlp` (same arguments), for `jaxdl.layers.serial_outputs`.
+
+    Args:
+      hidden: as `mlp`.
+      num_classes: as `mlp`.
+      activation: as `mlp`.
+      init: as `mlp`.
+      init_scale: as `mlp`.
+      dropout: as `mlp`.
+      norm: as `mlp`.
+
+    Returns:
+      ``[(name, Layer)]``; ``serial(*entries)`` is `mlp`.
+    """
     act = get_activation(activation)
     stack = _dense_stack(hidden, num_classes, act, init, init_scale, dropout, norm, first_act=1)
-    return serial(("flatten", flatten), *stack)
+    return [("flatten", flatten), *stack]
 
 
 def convnet(

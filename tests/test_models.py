@@ -345,3 +345,14 @@ def test_accuracy():
     assert acc.dtype == jnp.float32 and acc.shape == ()
     np.testing.assert_allclose(jaxdl.accuracy(logits, jnp.array([1, 0, 1, 0, 1])), 1.0)
     np.testing.assert_allclose(jaxdl.accuracy(logits, jnp.array([0, 1, 0, 1, 0])), 0.0)
+
+
+def test_serial_outputs_match_apply_and_name_every_layer():
+    entries = jaxdl.mlp_entries(hidden=(16, 8), activation="tanh")
+    model = jaxdl.serial(*entries)
+    x = jnp.linspace(-1.0, 1.0, 2 * 64, dtype=jnp.float32).reshape(2, 8, 8, 1)
+    params, state = model.init(jax.random.key(0), x)
+    outputs = jaxdl.serial_outputs(entries, params, state, x)
+    assert list(outputs) == ["flatten", "dense1", "act1", "dense2", "act2", "dense3"]
+    np.testing.assert_array_equal(outputs["dense3"], model.apply(params, state, x)[0])
+    np.testing.assert_allclose(outputs["act1"], jnp.tanh(outputs["dense1"]), rtol=1e-6)

@@ -16,7 +16,7 @@ from jaxdl.layers.activations import (
     softplus,
     tanh,
 )
-from jaxdl.layers.combinators import serial
+from jaxdl.layers.combinators import serial, serial_outputs
 from jaxdl.layers.conv import conv, conv1d, conv2d
 from jaxdl.layers.dense import dense
 from jaxdl.layers.dropout import dropout
@@ -46,6 +46,7 @@ __all__ = [
     "pool",
     "relu",
     "serial",
+    "serial_outputs",
     "sigmoid",
     "softplus",
     "tanh",

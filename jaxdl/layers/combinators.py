@@ -88,3 +88,26 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         return x, new_state
 
     return Layer(init, apply, "serial")
+
+
+def serial_outputs(entries, params, state, x, *, key=None, train=False) -> dict[str, jax.Array]:
+    """The output of every layer of ``serial(*entries)``, for studying activations.
+
+    Args:
+      entries: the ``(name, Layer)`` pairs the model was built from (e.g. `jaxdl.mlp_entries`).
+      params: the model's params (``params[name]`` per layer).
+      state: the model's state.
+      x: inputs ``[batch, ...features]``.
+      key: as ``apply``; split per layer exactly as `serial` does.
+      train: as ``apply``.
+
+    Returns:
+      ``{name: output}`` in layer order; the last is the model's output.
+    """
+    named = _named(entries)
+    keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
+    outputs = {}
+    for (name, layer), layer_key in zip(named, keys, strict=True):
+        x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x, key=layer_key, train=train)
+        outputs[name] = x
+    return outputs
