@@ -1,0 +1,213 @@
+"""Checkpoints of a run's `TrainState`, through orbax's ``CheckpointManager``.
+
+A checkpoint folder holds orbax step folders (``<dir>/<step>/``) and, beside them, ``config.json``:
+the run's configuration, enough to rebuild its model and optimiser without the original script.
+Orbax writes each step to a temporary folder and renames it when complete, so a killed run leaves
+only whole checkpoints; a damaged one (truncated files) is detected at restore, reported by name,
+and skipped for the newest valid one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdl.train import TrainState
+
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored: damaged, missing, or of another model/config."""
+
+
+def _to_saveable(state: TrainState) -> dict[str, Any]:
+    """The state as a dict of plain arrays (the typed PRNG key as its raw uint32 data)."""
+    fields = state._asdict()
+    fields["key"] = jax.random.key_data(state.key)
+    return fields
+
+
+def _from_saved(fields: Mapping[str, Any], template: TrainState) -> TrainState:
+    fields = dict(fields)
+    fields["key"] = jax.random.wrap_key_data(fields["key"], impl=jax.random.key_impl(template.key))
+    return TrainState(**fields)
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    """``{"params/dense1/w": (64, 10), ...}`` for every leaf."""
+
+    def name(entry):  # dict key, attribute name (NamedTuple fields) or sequence index
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(p) for p in path): tuple(np.shape(leaf)) for path, leaf in flat}
+
+
+def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str:
+    """What differs between two ``{path: shape}`` maps, in one line (empty if nothing)."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    params_first = sorted(set(expected) & set(found), key=lambda k: (not k.startswith("params"), k))
+    reshaped = [
+        f"{k}: expected {expected[k]}, found {found[k]}"
+        for k in params_first
+        if tuple(expected[k]) != tuple(found[k])
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        parts.append(f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    if reshaped:
+        parts.append("shapes differ: " + "; ".join(reshaped[:5]))
+    return "; ".join(parts)
+
+
+class Checkpointer:
+    """Saves a run's state every ``every`` steps and at the end, keeping the newest ``keep``.
+
+    Args:
+      directory: the checkpoint folder (created if missing).
+      every: save when the step reached is a multiple of ``every`` (and at the end: ``force``).
+      keep: number of newest checkpoints kept.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, every: int = 500, keep: int = 3):
+        import orbax.checkpoint as ocp  # heavy: imported only when checkpointing
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        self.every = every
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
+
+    def save_config(self, config: Mapping[str, Any]) -> None:
+        """Writes ``config.json`` beside the checkpoints (temp file + rename).
+
+        Args:
+          config: a JSON-compatible dict describing the run.
+
+        Returns:
+          None.
+        """
+        path = os.path.join(self.directory, CONFIG_FILE)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_config(self) -> dict[str, Any]:
+        """The ``config.json`` saved beside the checkpoints.
+
+        Returns:
+          The dict given to `save_config`.
+        """
+        path = os.path.join(self.directory, CONFIG_FILE)
+        if not os.path.exists(path):
+            raise CheckpointError(f"checkpoint folder {self.directory} has no {CONFIG_FILE}")
+        with open(path) as f:
+            return json.load(f)
+
+    def save(self, step: int, state: TrainState, *, force: bool = False) -> bool:
+        """Saves ``state`` as step ``step`` if it is due (a multiple of ``every``) or ``force``.
+
+        Args:
+          step: the step the state has reached.
+          state: the `TrainState` (or a stacked population of them).
+          force: save even if ``step`` is not a multiple of ``every``.
+
+        Returns:
+          Whether a checkpoint was written.
+        """
+        if not force and step % self.every:
+            return False
+        if step in self._manager.all_steps():
+            return False
+        saved = self._manager.save(
+            step, args=self._ocp.args.StandardSave(_to_saveable(state)), force=True
+        )
+        self._manager.wait_until_finished()
+        return saved
+
+    def steps(self) -> list[int]:
+        """The saved steps, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def restore(self, template: TrainState, step: int | None = None) -> tuple[int, TrainState]:
+        """The newest checkpoint that restores cleanly (or ``step``), checked against ``template``.
+
+        A damaged newest checkpoint is reported by a warning naming it, and the next older one is
+        tried. A checkpoint whose names or shapes differ from ``template`` raises at once, saying
+        what differs: it belongs to another model or config.
+
+        Args:
+          template: a `TrainState` of the run being resumed (e.g. its initial state).
+          step: restore exactly this step instead of the newest valid one.
+
+        Returns:
+          ``(step, state)``.
+        """
+        steps = self.steps() if step is None else [step]
+        if not steps:
+            raise CheckpointError(f"no checkpoints in {self.directory}")
+        expected = _to_saveable(template)
+        expected_shapes = _leaf_shapes(expected)
+        for candidate in reversed(steps):
+            path = os.path.join(self.directory, str(candidate))
+            found_shapes = self._saved_shapes(candidate)
+            if found_shapes is not None:
+                difference = describe_mismatch(expected_shapes, found_shapes)
+                if difference:
+                    raise CheckpointError(
+                        f"checkpoint {path} is from a different model or config: {difference}"
+                    )
+            try:
+                restored = self._manager.restore(
+                    candidate, args=self._ocp.args.StandardRestore(expected)
+                )
+            except Exception as error:  # orbax raises many types for damaged files
+                reason = f"{type(error).__name__}: {error}"
+                message = f"checkpoint {path} is damaged and was skipped ({reason})"
+                if step is not None:
+                    raise CheckpointError(message) from error
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                continue
+            return candidate, _from_saved(restored, template)
+        raise CheckpointError(
+            f"no valid checkpoint in {self.directory}: all of {steps} are damaged"
+        )
+
+    def _saved_shapes(self, step: int) -> dict[str, tuple] | None:
+        """Leaf shapes recorded in a checkpoint's metadata, or None if unreadable."""
+        try:
+            metadata = self._manager.item_metadata(step)
+        except Exception:
+            return None
+        tree = getattr(metadata, "tree", metadata)
+        if tree is None:
+            return None
+        return _leaf_shapes(
+            jax.tree.map(lambda m: np.empty(getattr(m, "shape", ()), np.int8), tree)
+        )
+
+    def close(self) -> None:
+        """Waits for pending writes and releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()

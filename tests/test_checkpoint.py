@@ -1,0 +1,111 @@
+"""Checkpoints: exact resume, damaged-checkpoint fallback, mismatch errors (library level)."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import jaxdl
+from jaxdl.checkpoint import Checkpointer, CheckpointError
+from jaxdl.train import Hparams, TrainConfig, fit
+
+CONFIG = TrainConfig(steps=60, chunk_steps=10, batch_size=32, eval_every=30)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return jaxdl.data.load("digits").subset(256, 64)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(step):
+    def on_chunk(reached, report):
+        if reached == step:
+            raise Interrupt
+
+    return on_chunk
+
+
+def assert_params_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resumed_run_is_bit_identical_with_dropout(data, tmp_path):
+    model = jaxdl.mlp(hidden=(16,), dropout=0.3)
+    uninterrupted, _ = fit(model, data, CONFIG, Hparams(lr=3e-3))
+    with pytest.raises(Interrupt):
+        fit(
+            model,
+            data,
+            CONFIG,
+            Hparams(lr=3e-3),
+            checkpointer=Checkpointer(tmp_path, every=20),
+            on_chunk=interrupt_at(30),
+        )
+    assert Checkpointer(tmp_path).steps() == [20]
+    resumed, history = fit(
+        model,
+        data,
+        CONFIG,
+        Hparams(lr=3e-3),
+        checkpointer=Checkpointer(tmp_path, every=20),
+        resume=True,
+    )
+    np.testing.assert_array_equal(history["step"], [30, 40, 50, 60])
+    assert_params_equal(uninterrupted.params, resumed.params)
+    assert_params_equal(uninterrupted.opt_state, resumed.opt_state)
+
+
+def test_keeps_last_k_and_saves_the_end(data, tmp_path):
+    fit(jaxdl.mlp(hidden=(8,)), data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20, keep=2))
+    assert Checkpointer(tmp_path).steps() == [40, 60]
+
+
+def test_damaged_newest_checkpoint_falls_back_with_warning(data, tmp_path):
+    model = jaxdl.mlp(hidden=(8,))
+    state, _ = fit(model, data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20, keep=3))
+    for path in glob.glob(f"{tmp_path}/60/**/*", recursive=True):
+        if os.path.isfile(path) and os.path.getsize(path) > 16:
+            with open(path, "r+b") as f:
+                f.truncate(8)
+    with pytest.warns(RuntimeWarning, match=r"checkpoint .*60 is damaged and was skipped"):
+        step, restored = Checkpointer(tmp_path).restore(state)
+    assert step == 40
+    assert int(restored.step) == 40
+    with pytest.raises(CheckpointError, match=r"checkpoint .*60 is damaged"):
+        Checkpointer(tmp_path).restore(state, step=60)
+
+
+def test_checkpoint_of_another_model_names_what_differs(data, tmp_path):
+    fit(jaxdl.mlp(hidden=(8,)), data, CONFIG, checkpointer=Checkpointer(tmp_path, every=60))
+    other, _ = fit(
+        jaxdl.mlp(hidden=(9,)), data, TrainConfig(steps=10, chunk_steps=10, batch_size=32)
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"different model or config: .*params/dense1/w: expected \(64, 9\), found \(64, 8\)",
+    ):
+        Checkpointer(tmp_path).restore(other)
+
+
+def test_config_round_trip_and_missing_config(tmp_path):
+    checkpointer = Checkpointer(tmp_path)
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        checkpointer.load_config()
+    checkpointer.save_config({"model": {"name": "mlp"}, "lr": 0.001})
+    assert Checkpointer(tmp_path).load_config() == {"model": {"name": "mlp"}, "lr": 0.001}
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+def test_no_checkpoints_is_an_error(data, tmp_path):
+    state, _ = fit(
+        jaxdl.mlp(hidden=(8,)), data, TrainConfig(steps=10, chunk_steps=10, batch_size=32)
+    )
+    with pytest.raises(CheckpointError, match="no checkpoints in"):
+        Checkpointer(tmp_path).restore(state)
