@@ -6,10 +6,26 @@ values (one per member of a sweep); the optimiser state's structure never depend
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import optax
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "warmup_cosine")
+
+
+def _standard_promotion(fn):
+    """``fn`` traced under standard dtype promotion: optax mixes Python floats with int32 step
+    counts (adam's bias correction, the cosine schedules), which a caller's
+    ``jax_numpy_dtype_promotion="strict"`` would reject."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.numpy_dtype_promotion("standard"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def check_names(optimizer: str, schedule: str) -> None:
@@ -42,10 +58,14 @@ def schedule_fn(name: str, lr, steps: int, warmup_steps: int = 0) -> optax.Sched
       An optax schedule ``step -> lr``.
     """
     if name == "constant":
-        return optax.constant_schedule(lr)
-    if name == "cosine":
-        return optax.cosine_decay_schedule(lr, max(steps, 1))
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(steps, warmup_steps + 1))
+        schedule = optax.constant_schedule(lr)
+    elif name == "cosine":
+        schedule = optax.cosine_decay_schedule(lr, max(steps, 1))
+    else:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup_steps, max(steps, warmup_steps + 1)
+        )
+    return _standard_promotion(schedule)
 
 
 def make(
@@ -91,4 +111,7 @@ def make(
             "adam": lambda: optax.adam(rate),
         }[name]
         parts.append(rule())
-    return optax.chain(*parts)
+    chained = optax.chain(*parts)
+    return optax.GradientTransformationExtraArgs(
+        _standard_promotion(chained.init), _standard_promotion(chained.update)
+    )

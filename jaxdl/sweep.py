@@ -19,8 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from jaxdl import losses
+from jaxdl import losses, sharding
 from jaxdl.data.dataset import Dataset
 from jaxdl.sweep_result import SEED_AXES, MemberRun, SweepResult
 from jaxdl.train import (
@@ -109,11 +110,15 @@ def _memory_budget() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
-def members_per_chunk(program_for: Callable[[int], Program], args_for, budget: int) -> int:
+def members_per_chunk(
+    program_for: Callable[[int], Program], args_for, budget: int, unit: int = 1
+) -> int:
     """How many members fit the memory ``budget``, from the compiled chunk's memory analysis of
-    a population of two (its per-member cost is the difference from one)."""
+    a population of two (its per-member cost is the difference from one). On a mesh, ``unit`` is
+    its ``members`` size: populations of ``unit`` and ``2 * unit`` are measured (per device),
+    and the count returned is a multiple of ``unit``."""
     sizes = []
-    for k in (1, 2):
+    for k in (unit, 2 * unit):
         program = program_for(k)
         size = min(program.chunks)
         compiled = program.chunks[size].lower(*args_for(k)).compile()
@@ -125,8 +130,8 @@ def members_per_chunk(program_for: Callable[[int], Program], args_for, budget: i
             + analysis.output_size_in_bytes
             + analysis.temp_size_in_bytes
         )
-    per_member = max(sizes[1] - sizes[0], 1)
-    return max(1, (budget - sizes[0]) // per_member + 1)
+    per_unit = max(sizes[1] - sizes[0], 1)
+    return unit * max(1, (budget - sizes[0]) // per_unit + 1)
 
 
 @dataclasses.dataclass
@@ -155,20 +160,25 @@ def _run_population(
     loss_fn,
     on_chunk: ChunkCallback | None,
     chunk_members: int | None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, Any, str]:
     """Trains one group; returns the stacked final states, the stacked histories, the strategy."""
     example = data.x_train[:1]
     keys = [_member_keys(m) for m in members]
     hparams = [_member_hparams(m, base).as_arrays() for m in members]
+    unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members
 
     if strategy == "auto":
         params_shape, _ = jax.eval_shape(model.init, jax.random.key(0), example)
-        strategy = choose_strategy(params_shape, len(members))
+        strategy = choose_strategy(params_shape, max(len(members), unit))
 
     if strategy == "map":
-        program = build_program(model, config, example, loss_fn=loss_fn)
+        program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)
         states, histories = [], []
         for (init_key, data_key), hp in zip(keys, hparams, strict=True):
+            init_key, data_key, hp = sharding.place_run(
+                (init_key, data_key, hp), mesh, population=False
+            )
             state = program.init(init_key, data_key, hp)
             state, history, _ = run_program(program, config, state, hp, data, on_chunk=on_chunk)
             states.append(state)
@@ -178,13 +188,16 @@ def _run_population(
     def population_args(indices):
         init_keys = jnp.stack([keys[i][0] for i in indices])
         data_keys = jnp.stack([keys[i][1] for i in indices])
-        return init_keys, data_keys, _stack([hparams[i] for i in indices])
+        args = init_keys, data_keys, _stack([hparams[i] for i in indices])
+        return sharding.place_run(args, mesh, population=True)
 
     programs: dict[int, Program] = {}
 
     def program_for(k):
         if k not in programs:
-            programs[k] = build_program(model, config, example, loss_fn=loss_fn, population=True)
+            programs[k] = build_program(
+                model, config, example, loss_fn=loss_fn, population=True, mesh=mesh
+            )
         return programs[k]
 
     count = len(members)
@@ -195,10 +208,16 @@ def _run_population(
                 init_keys, data_keys, hp = population_args([0] * k)
                 return program_for(k).init(init_keys, data_keys, hp), hp, data
 
-            chunk_members = members_per_chunk(program_for, args_for, _memory_budget())
+            chunk_members = members_per_chunk(program_for, args_for, _memory_budget(), unit)
+        elif chunk_members % unit:
+            raise ValueError(
+                f"chunk_members={chunk_members} does not split along the mesh's members axis "
+                f"({unit} devices): use a multiple of {unit}"
+            )
         chunk_members = min(chunk_members, count)
     else:
         chunk_members = count
+    chunk_members = -(-chunk_members // unit) * unit  # padding members repeat the last one
 
     states, histories = [], []
     for start in range(0, count, chunk_members):
@@ -213,6 +232,8 @@ def _run_population(
         histories.append(_take(dict(history), slice(0, kept)))
     state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
     history = jax.tree.map(lambda *xs: np.concatenate(xs), *histories)
+    if mesh is not None:  # members were split over devices (and processes): every one reads all
+        state = sharding.gather(state, mesh)
     return state, history, strategy
 
 
@@ -228,6 +249,7 @@ def sweep(
     loss_fn=losses.softmax_cross_entropy,
     on_chunk: ChunkCallback | None = None,
     on_group: Callable[[dict[str, Any], int], None] | None = None,
+    mesh: Mesh | None = None,
     **config_overrides,
 ) -> SweepResult:
     """Trains every member of the product of ``axes``; one compiled program per shape group.
@@ -250,6 +272,10 @@ def sweep(
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       on_chunk: called after every chunk of every group with ``(step, metrics)``.
       on_group: called before each group with its static values and its number of members.
+      mesh: a `jaxdl.sharding.make_mesh` mesh: members split along ``members`` (a group whose
+        size does not divide evenly is padded with copies of its last member, then dropped),
+        each batch along ``data``; strategy ``"map"`` needs ``members=1``. With several
+        processes every process calls `sweep` alike (see `jaxdl.distributed`).
       **config_overrides: fields of `TrainConfig`.
 
     Returns:
@@ -272,7 +298,7 @@ def sweep(
             f"model({', '.join(static_axes)}) -> Layer"
         )
     check_fits(config, data)
-    device_data = to_device(data)
+    device_data = to_device(data, mesh)
     states: list[Any] = [None] * len(members)
     histories: list[Any] = [None] * len(members)
     strategies, seconds = [None] * len(members), [0.0] * len(members)
@@ -292,6 +318,7 @@ def sweep(
             loss_fn,
             on_chunk,
             chunk_members,
+            mesh,
         )
         share = (time.perf_counter() - started) / len(group.indices)
         for j, i in enumerate(group.indices):

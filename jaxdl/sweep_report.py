@@ -26,24 +26,26 @@ def config_label(member: Mapping[str, Any]) -> str:
 
 
 def with_published(rows: list[dict[str, Any]], data_name: str) -> list[dict[str, Any]]:
-    """Summary rows with the published accuracy (%) beside our mean, where one is known.
+    """Summary rows in percent, with the published accuracy beside our mean where one is known.
 
     Args:
-      rows: `SweepResult.summary_rows` output (with a ``model`` column to match on).
+      rows: `SweepResult.summary_rows` output (its ``model`` column is matched to the paper's).
       data_name: the data set's name.
 
     Returns:
-      The rows with ``mean_%``, ``std_%``, ``ci95_%`` and ``published_%`` columns added.
+      Rows of the grouping values, ``n``, ``mean_%``, ``std_%``, ``ci95_%`` and, for a data set
+      with published figures, ``published_%``.
     """
-    published = PUBLISHED.get(data_name, {})
+    published = PUBLISHED.get(data_name)
     out = []
     for row in rows:
-        row = dict(row)
-        row["mean_%"] = round(100 * row["mean"], 1)
-        row["std_%"] = round(100 * row["std"], 1)
-        row["ci95_%"] = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
-        row["published_%"] = published.get(row.get("model"), "")
-        out.append(row)
+        shown = {k: v for k, v in row.items() if k not in ("mean", "std", "ci_low", "ci_high")}
+        shown["mean_%"] = round(100 * row["mean"], 1)
+        shown["std_%"] = round(100 * row["std"], 1)
+        shown["ci95_%"] = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+        if published is not None:
+            shown["published_%"] = published.get(row.get("model"), "")
+        out.append(shown)
     return out
 
 
@@ -138,8 +140,8 @@ def write_sweep(
     """
     os.makedirs(out_dir, exist_ok=True)
     rows = result.rows()
-    summary_rows = with_published(result.summary_rows(by), data_name)
-    summary = render(summary_rows, "markdown")
+    summary_rows = result.summary_rows(by)
+    summary = render(with_published(summary_rows, data_name), "markdown")
     write_atomic(os.path.join(out_dir, "results.csv"), render(rows, "csv"))
     title = f"# Sweep summary{f' on {data_name}' if data_name else ''}\n\n"
     write_atomic(os.path.join(out_dir, "summary.md"), title + summary + "\n")

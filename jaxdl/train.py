@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 
-from jaxdl import losses, optimizers
+from jaxdl import losses, optimizers, sharding
 from jaxdl.data.batching import chunk_indices, steps_per_epoch
 from jaxdl.data.dataset import Dataset
 from jaxdl.types import Layer
@@ -109,18 +110,20 @@ class DeviceData(NamedTuple):
     y_test: jax.Array
 
 
-def to_device(data: Dataset) -> DeviceData:
-    """Moves a `Dataset`'s arrays to the default device.
+def to_device(data: Dataset, mesh: Mesh | None = None) -> DeviceData:
+    """Moves a `Dataset`'s arrays to the default device, or replicates them over a mesh.
 
     Args:
       data: a `jaxdl.data.Dataset`.
+      mesh: a `jaxdl.sharding.make_mesh` mesh: every device gets the whole data set.
 
     Returns:
       A `DeviceData` with the same arrays.
     """
-    return DeviceData(
-        *(jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    )
+    arrays = (data.x_train, data.y_train, data.x_test, data.y_test)
+    if mesh is not None:
+        return DeviceData(*sharding.place_shared(arrays, mesh))
+    return DeviceData(*(jnp.asarray(a) for a in arrays))
 
 
 def make_optimizer(config: TrainConfig, hparams: Hparams) -> optax.GradientTransformation:
@@ -193,7 +196,7 @@ def layer_grad_norms(grads) -> dict[str, jax.Array]:
     Returns:
       ``{layer_name: norm}``, each of shape ``()``.
     """
-    return {name: optax.global_norm(g) for name, g in grads.items()}
+    return {name: optax.tree.norm(g) for name, g in grads.items()}
 
 
 def _all_finite(tree) -> jax.Array:
@@ -248,15 +251,22 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
 
 
 def make_batch_step(
-    model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softmax_cross_entropy
+    model: Layer,
+    config: TrainConfig,
+    loss_fn: LossFn = losses.softmax_cross_entropy,
+    *,
+    mesh: Mesh | None = None,
 ):
     """``batch_step(state, hparams, data, batch_indices) -> (state, metrics)``: one step on the
-    training examples at ``batch_indices`` (``[batch]`` int32) of a `DeviceData`."""
+    training examples at ``batch_indices`` (``[batch]`` int32) of a `DeviceData`; with a
+    ``mesh``, the batch is split along its ``data`` axis."""
     step = make_step(model, config, loss_fn)
 
     def batch_step(state: TrainState, hparams: Hparams, data: DeviceData, batch_indices):
         x = jnp.take(data.x_train, batch_indices, axis=0)  # [B, ...features]
         y = jnp.take(data.y_train, batch_indices, axis=0)  # [B]
+        if mesh is not None:  # each device takes B / data rows; XLA all-reduces the gradients
+            x, y = sharding.shard_batch((x, y), mesh)
         return step(state, hparams, x, y)
 
     return batch_step
@@ -278,6 +288,8 @@ def make_chunk(
     config: TrainConfig,
     num_steps: int,
     loss_fn: LossFn = losses.softmax_cross_entropy,
+    *,
+    mesh: Mesh | None = None,
 ):
     """The pure ``chunk(state, hparams, data) -> (state, metrics)``: ``num_steps`` steps in a scan.
 
@@ -286,12 +298,13 @@ def make_chunk(
       config: the run's `TrainConfig`.
       num_steps: steps in the chunk (static).
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
+      mesh: split each batch along this mesh's ``data`` axis (see `jaxdl.sharding`).
 
     Returns:
       ``chunk`` taking a `TrainState`, `Hparams` and `DeviceData`; its metrics are the step
       metrics averaged over the chunk (each of shape ``()``).
     """
-    batch_step = make_batch_step(model, config, loss_fn)
+    batch_step = make_batch_step(model, config, loss_fn, mesh=mesh)
     indices_fn = make_indices(config, num_steps)
 
     def chunk(state: TrainState, hparams: Hparams, data: DeviceData):
@@ -413,6 +426,7 @@ def build_program(
     *,
     loss_fn: LossFn = losses.softmax_cross_entropy,
     population: bool = False,
+    mesh: Mesh | None = None,
 ) -> Program:
     """Jitted init, chunk and evaluation functions of one run, or of a population of runs.
 
@@ -423,10 +437,15 @@ def build_program(
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       population: vmap every function over a leading ``[members]`` axis of keys, hparams and
         state (the data is shared).
+      mesh: a `jaxdl.sharding.make_mesh` mesh to run on: batches split along ``data``, members
+        along ``members``; the functions then expect inputs placed as `jaxdl.sharding` says
+        (`to_device` with the mesh, `jaxdl.sharding.place_run`). ``None``: the default device.
 
     Returns:
       A `Program`.
     """
+    if mesh is not None:
+        sharding.check_program(mesh, batch_size=config.batch_size, population=population)
 
     def init(init_key, data_key, hparams):
         return init_state(model, config, hparams, example, init_key=init_key, data_key=data_key)
@@ -442,17 +461,35 @@ def build_program(
             loss_fn=loss_fn,
         )
 
-    def vectorize(fn, in_axes):
-        return jax.vmap(fn, in_axes=in_axes) if population else fn
+    run = shared = None
+    if mesh is not None:
+        run = sharding.run_sharding(mesh, population=population)
+        shared = sharding.shared_sharding(mesh)
+
+    def jitted(fn, in_axes, out_shardings, **jit_kwargs):
+        """jit of ``fn`` (vmapped in a population); on a mesh, per-run arguments (``in_axes`` 0)
+        go on `run`, shared ones (the data) on `shared`."""
+        if population:
+            spmd_axis = None if mesh is None else sharding.MEMBERS
+            fn = jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd_axis)
+        if mesh is not None:
+            jit_kwargs["in_shardings"] = tuple(run if a == 0 else shared for a in in_axes)
+            jit_kwargs["out_shardings"] = out_shardings
+        return jax.jit(fn, **jit_kwargs)
 
     chunks = {
-        n: jax.jit(vectorize(make_chunk(model, config, n, loss_fn), (0, 0, None)), donate_argnums=0)
+        n: jitted(
+            make_chunk(model, config, n, loss_fn, mesh=mesh),
+            (0, 0, None),
+            (run, shared),
+            donate_argnums=0,
+        )
         for n in set(chunk_plan(config))
     }
     return Program(
-        jax.jit(vectorize(init, (0, 0, 0))),
+        jitted(init, (0, 0, 0), run),
         chunks,
-        jax.jit(vectorize(test_metrics, (0, None))),
+        jitted(test_metrics, (0, None), shared),
     )
 
 
@@ -468,6 +505,7 @@ def run_program(
     *,
     on_chunk: ChunkCallback | None = None,
     stop_on_divergence: bool = False,
+    on_state: Callable[[int, TrainState], None] | None = None,
 ) -> tuple[TrainState, History, dict[str, float]]:
     """Runs a program's chunks from ``state`` to ``config.steps``, evaluating when due.
 
@@ -480,6 +518,7 @@ def run_program(
       on_chunk: called after every chunk with the step reached and that chunk's metrics (plus
         ``test_accuracy`` when an evaluation ran); for progress bars and logs.
       stop_on_divergence: stop after the chunk in which every member diverged.
+      on_state: called after every chunk with the step reached and the state (checkpointing).
 
     Returns:
       ``(final state, History, timings)`` where timings holds ``compile_s`` (first chunk, which
@@ -487,7 +526,7 @@ def run_program(
     """
     chunks, evals = [], []
     timings = {"compile_s": 0.0, "run_s": 0.0}
-    step = int(np.min(np.asarray(state.step)))
+    step = int(np.min(sharding.fetch(state.step)))
     plan = chunk_plan(config)
     done = 0
     for size in plan:
@@ -519,9 +558,11 @@ def run_program(
                 }
             )
             report["test_accuracy"] = test["accuracy"]
+        if on_state is not None:
+            on_state(done, state)
         if on_chunk is not None:
             on_chunk(done, report)
-        if stop_on_divergence and np.all(np.asarray(state.diverged_at) >= 0):
+        if stop_on_divergence and np.all(sharding.fetch(state.diverged_at) >= 0):
             break
     return state, stack_history(chunks, evals), timings
 
@@ -535,6 +576,9 @@ def fit(
     seed: int = 0,
     loss_fn: LossFn = losses.softmax_cross_entropy,
     on_chunk: ChunkCallback | None = None,
+    mesh: Mesh | None = None,
+    checkpointer=None,
+    resume: bool = False,
 ) -> tuple[TrainState, History]:
     """Trains one network from the host, chunk by chunk.
 
@@ -546,22 +590,50 @@ def fit(
       seed: the run's seed; its key is split into the init key and the data key.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       on_chunk: progress callback, see `run_program`.
+      mesh: data parallelism: a `jaxdl.sharding.make_mesh` mesh with ``members=1``; each batch is
+        split along ``data`` (``batch_size`` must divide evenly), params stay replicated. With
+        several processes every process calls `fit` alike (see `jaxdl.distributed`).
+      checkpointer: a `jaxdl.checkpoint.Checkpointer`: the state is saved at chunk ends that
+        are multiples of its ``every`` and at the last step (never a diverged state).
+      resume: start from the checkpointer's newest valid checkpoint, if any. The run is
+        deterministic (the key and the step are in the state), so a resumed run ends
+        bit-identical to an uninterrupted one; its history holds only the chunks run now.
 
     Returns:
-      ``(final TrainState, History)``; ``history.timings`` gives compile and run seconds.
+      ``(final TrainState, History)``; ``history.timings`` gives compile and run seconds. On a
+      mesh the state's arrays are replicated over it.
 
     Example:
       >>> state, history = jaxdl.fit(jaxdl.mlp(), jaxdl.data.load("digits"), TrainConfig(steps=500))
       >>> history["test_accuracy"][-1]
     """
     check_fits(config, data)
-    device_data = to_device(data)
-    program = build_program(model, config, device_data.x_train[:1], loss_fn=loss_fn)
+    device_data = to_device(data, mesh)
+    program = build_program(model, config, device_data.x_train[:1], loss_fn=loss_fn, mesh=mesh)
     init_key, data_key = jax.random.split(jax.random.key(seed))
     hparams = hparams.as_arrays()
+    init_key, data_key, hparams = sharding.place_run(
+        (init_key, data_key, hparams), mesh, population=False
+    )
     state = program.init(init_key, data_key, hparams)
+    on_state = None
+    if checkpointer is not None:
+        if resume and checkpointer.steps():
+            _, state = checkpointer.restore(state)
+
+        def on_state(step, state):  # a diverged state is never saved: the last finite one stays
+            if int(sharding.fetch(state.diverged_at)) < 0:
+                checkpointer.save(step, state, force=step == config.steps)
+
     state, history, timings = run_program(
-        program, config, state, hparams, device_data, on_chunk=on_chunk, stop_on_divergence=True
+        program,
+        config,
+        state,
+        hparams,
+        device_data,
+        on_chunk=on_chunk,
+        stop_on_divergence=True,
+        on_state=on_state,
     )
     history.timings = timings
     return state, history

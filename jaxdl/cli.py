@@ -1,0 +1,416 @@
+"""The ``jaxdl`` command line: parses arguments into a `jaxdl.config.RunConfig` and calls the
+library (`jaxdl.report.train_and_evaluate`); it only adds the progress bar and the results table.
+
+Each subcommand is one `Command` entry in `COMMANDS`: a function adding its options and one
+running it. User errors print one line ``error: ...`` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from jaxdl import __version__, config, initializers, optimizers, report
+from jaxdl.data import DataError
+from jaxdl.layers.activations import NAMES as ACTIVATIONS
+from jaxdl.types import LayerError
+
+# Errors a user can cause and fix (bad values, data files, shapes): one line, status 2.
+USER_ERRORS = (ValueError, DataError, LayerError, OSError)
+USAGE_STATUS = 2  # bad arguments or configuration, as argparse uses
+DIVERGED_STATUS = 1  # the run itself failed: the loss became non-finite
+
+
+class UsageError(Exception):
+    """A command line argparse refused; the message names the argument and the valid values."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises `UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+    def valid_options(self) -> list[str]:
+        """Every ``--long`` option this parser takes."""
+        return [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """``"256,256"`` -> ``(256, 256)``; ``""`` or ``"none"`` -> ``()``."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints like 256,256, got {text!r}"
+        ) from None
+
+
+def _float_or_none(text: str) -> float | None:
+    """``"none"`` -> ``None``, else a float."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _default(key: str) -> Any:
+    """The `RunConfig` default of a dotted key, so the CLI and the library agree."""
+    value: Any = config.RunConfig()
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _option(group, flag: str, key: str, help: str, **kwargs) -> None:
+    """An option whose ``dest`` is the dotted `RunConfig` key it sets (see `config_overrides`)."""
+    default = kwargs.setdefault("default", _default(key))
+    if "choices" in kwargs:
+        kwargs.setdefault("metavar", "{" + ",".join(kwargs["choices"]) + "}")
+    kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+    if isinstance(default, tuple):
+        help += f" (default: {','.join(map(str, default)) or 'none'})"
+    elif default is not None:
+        help += f" (default: {default})"
+    group.add_argument(flag, dest=key, help=help.strip(), **kwargs)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -> None:
+    """Adds the options of `jaxdl.config.ModelConfig` to ``parser``, each ``dest`` its dotted key.
+
+    Args:
+      parser: the subcommand's parser.
+      name: whether to add ``--model`` (a sweep adds its own, taking a list).
+
+    Returns:
+      None.
+    """
+    group = parser.add_argument_group("model")
+    if name:
+        _option(group, "--model", "model.name", "network", choices=config.MODELS)
+    _option(group, "--activation", "model.activation", "after hidden layers", choices=ACTIVATIONS)
+    _option(
+        group,
+        "--init",
+        "model.init",
+        "initialiser of every weight (default: glorot_uniform for mlp, he_normal for convnet)",
+        choices=initializers.NAMES,
+    )
+    _option(
+        group,
+        "--hidden",
+        "model.hidden",
+        "dense hidden widths, e.g. 256,256, or none (default: 256,256 for mlp, none for convnet)",
+        type=_int_tuple,
+    )
+    _option(group, "--channels", "model.channels", "convnet: conv channels", type=_int_tuple)
+    _option(group, "--kernel", "model.kernel", "convnet: conv receptive field", type=int)
+    _option(group, "--pool", "model.pool", "convnet: pooling by 2", choices=config.POOLS)
+    _option(group, "--dropout", "model.dropout", "fraction of hidden units dropped", type=float)
+    _option(group, "--norm", "model.norm", "normalisation", choices=config.NORMS)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the options of `jaxdl.config.DataConfig` to ``parser``, each ``dest`` its dotted key.
+
+    Args:
+      parser: the subcommand's parser.
+
+    Returns:
+      None.
+    """
+    group = parser.add_argument_group("data")
+    _option(group, "--data", "data.name", "data set: digits, mnist1d, mnist1d_shuffled, mnist, ...")
+    _option(group, "--data-path", "data.path", "file or folder to read (mnist, cifar10, npz)")
+    _option(group, "--num-train", "data.num_train", "keep the first N train examples", type=int)
+    _option(group, "--num-test", "data.num_test", "keep the first N test examples", type=int)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, *, hparams: bool = True) -> None:
+    """Adds the options of `jaxdl.train.TrainConfig`, the traced hyper-parameters and the seed.
+
+    Args:
+      parser: the subcommand's parser.
+      hparams: whether to add ``--lr``, ``--weight-decay``, ``--init-scale`` and ``--seed`` (a
+        sweep adds its own, taking lists).
+
+    Returns:
+      None.
+    """
+    group = parser.add_argument_group("training")
+    _option(group, "--optimizer", "train.optimizer", "update rule", choices=optimizers.OPTIMIZERS)
+    if hparams:
+        _option(group, "--lr", "lr", "peak learning rate", type=float)
+        _option(group, "--weight-decay", "weight_decay", "weight decay", type=float)
+    _option(group, "--momentum", "train.momentum", "momentum of --optimizer momentum", type=float)
+    _option(group, "--schedule", "train.schedule", "lr schedule", choices=optimizers.SCHEDULES)
+    _option(group, "--warmup-steps", "train.warmup_steps", "warm-up of warmup_cosine", type=int)
+    _option(
+        group,
+        "--grad-clip",
+        "train.grad_clip",
+        "global-norm clip, or none (default: none)",
+        type=_float_or_none,
+    )
+    if hparams:
+        _option(group, "--init-scale", "init_scale", "multiplies initial weights", type=float)
+    _option(group, "--steps", "train.steps", "training steps", type=int)
+    _option(group, "--batch-size", "train.batch_size", "examples per step", type=int)
+    _option(group, "--chunk-steps", "train.chunk_steps", "steps per compiled chunk", type=int)
+    _option(group, "--eval-every", "train.eval_every", "steps between test evaluations", type=int)
+    if hparams:
+        _option(group, "--seed", "seed", "random seed", type=int)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options that set `RunConfig` fields, for `jaxdl.config.replace`.
+
+    Args:
+      args: parsed arguments; options added by the ``add_*_arguments`` functions have the dotted
+        `RunConfig` key as their ``dest``.
+
+    Returns:
+      ``{"train.steps": 2000, "model.name": "convnet", "lr": 0.001, ...}``.
+    """
+    keys = set(config.valid_keys())
+    return {key: value for key, value in vars(args).items() if key in keys}
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    add_model_arguments(parser)
+    add_train_arguments(parser)
+    output = parser.add_argument_group("output")
+    _option(output, "--out", "out", "run folder (default: runs/<data>-<model>-<time>)")
+    output.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: one line per evaluation (also when stdout is not a terminal)",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = config.replace(config.RunConfig(), config_overrides(args))
+    data = config.load_data(cfg.data)
+    if cfg.out is None:
+        cfg = config.replace(cfg, {"out": report.default_out_dir(cfg)})
+    print(
+        f"training {cfg.model.name} on {cfg.data.name} ({data.num_train} train / "
+        f"{data.num_test} test, input {list(data.input_shape)}) for {cfg.train.steps} steps "
+        f"-> {cfg.out}",
+        flush=True,
+    )
+    live = not args.no_progress and sys.stdout.isatty()
+    with _Progress(cfg.train.steps, live=live) as progress:
+        outcome = report.train_and_evaluate(cfg, data=data, on_chunk=progress.update)
+    _print_results(outcome.results, outcome.out_dir)
+    diverged_at = outcome.results["diverged_at"]
+    if diverged_at is not None:
+        print(f"error: loss became non-finite at step {diverged_at}", file=sys.stderr)
+        return DIVERGED_STATUS
+    return 0
+
+
+def _metrics_text(metrics: dict[str, Any], test_accuracy: float | None) -> str:
+    text = f"loss {float(metrics['loss']):.4f}  train {100 * float(metrics['train_accuracy']):.1f}%"
+    if test_accuracy is not None:
+        text += f"  test {100 * test_accuracy:.1f}%"
+    return text
+
+
+class _Progress:
+    """A rich progress bar over steps, or (``live=False``) one printed line per evaluation."""
+
+    def __init__(self, total: int, *, live: bool):
+        self.total, self.live = total, live
+        self.test_accuracy: float | None = None
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            from rich import progress
+
+            self._bar = progress.Progress(
+                progress.TextColumn("[bold]train"),
+                progress.BarColumn(),
+                progress.MofNCompleteColumn(),
+                progress.TimeElapsedColumn(),
+                progress.TimeRemainingColumn(),
+                progress.TextColumn("{task.fields[metrics]}"),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=self.total, metrics="compiling...")
+        return self
+
+    def update(self, step: int, metrics: dict[str, Any]) -> None:
+        """A `jaxdl.train.fit` ``on_chunk`` callback."""
+        evaluated = "test_accuracy" in metrics
+        if evaluated:
+            self.test_accuracy = float(metrics["test_accuracy"])
+        text = _metrics_text(metrics, self.test_accuracy)
+        if self.live:
+            self._bar.update(self._task, completed=step, metrics=text)
+        elif evaluated:
+            print(f"step {step}/{self.total}  {text}", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.live:
+            self._bar.stop()
+
+
+def _print_results(results: dict[str, Any], out_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.2f} %"
+
+    def seconds(value):
+        return "-" if value is None else f"{value:.1f} s"
+
+    best = percent(results["best_test_accuracy"])
+    if results["best_step"] is not None:
+        best += f" (step {results['best_step']})"
+    final_loss = results["final_loss"]
+    table = Table(title="results")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("final test accuracy", percent(results["final_test_accuracy"])),
+        ("best test accuracy", best),
+        ("final train loss", "-" if final_loss is None else f"{final_loss:.4f}"),
+        ("steps", str(results["steps"])),
+        ("wall time", seconds(results["wall_s"])),
+        ("compile time", seconds(results["compile_s"])),
+        ("parameters", f"{results['num_params']:,}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(f"output: {out_dir}", highlight=False)
+
+
+class Command(NamedTuple):
+    """A subcommand: its one-line help, what adds its options, and what runs it."""
+
+    help: str  # shown by `jaxdl` and `jaxdl --help`
+    add_arguments: Callable[[argparse.ArgumentParser], None]  # adds its options to its parser
+    run: Callable[[argparse.Namespace], int]  # does the work, returns the exit status
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxdl import sweep_cli
+
+    sweep_cli.add_arguments(parser)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from jaxdl import sweep_cli
+
+    return sweep_cli.run(args)
+
+
+# The subcommands, in the order `jaxdl` lists them; adding one is an entry here.
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        "train one network; write config, metrics, TensorBoard events, results and curves",
+        _add_train_arguments,
+        _train,
+    ),
+    "sweep": Command(
+        "train a population (models x seeds x learning rates) as compiled programs; write "
+        "results.csv, summary.md and plots",
+        _add_sweep_arguments,
+        _sweep,
+    ),
+}
+
+
+def build_parser() -> tuple[_Parser, dict[str, _Parser]]:
+    """The ``jaxdl`` argument parser, one subparser per entry of `COMMANDS`.
+
+    Returns:
+      ``(parser, {command name: its parser})``; a subparser sets ``handler`` to its command's
+      ``run``.
+    """
+    parser = _Parser(
+        prog="jaxdl", description="Deep nets as pure functions in JAX.", allow_abbrev=False
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and commands")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parsers = {}
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(
+            name, help=command.help, description=command.help, allow_abbrev=False
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.run)
+        parsers[name] = sub
+    return parser, parsers
+
+
+def _overview() -> str:
+    """The version and the subcommands, for ``jaxdl`` and ``jaxdl --version``."""
+    lines = [f"jaxdl {__version__}", "", "commands:"]
+    lines += [f"  {name:<8} {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", "run 'jaxdl COMMAND --help' for its options"]
+    return "\n".join(lines)
+
+
+def _unrecognized(parser: _Parser, extras: list[str]) -> str:
+    """The message for unknown options: a close match and every valid option."""
+    valid = parser.valid_options()
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    for extra in extras:
+        close = difflib.get_close_matches(extra.split("=")[0], valid, n=1)
+        if extra.startswith("-") and close:
+            message += f" (did you mean {close[0]}?)"
+            break
+    return f"{message}; valid options of '{parser.prog}': {', '.join(valid)}"
+
+
+def _error_text(err: BaseException) -> str:
+    """The error's message on one line (``"No such file or directory: x"`` for an OSError)."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.strerror}: {err.filename}"
+    return " ".join(str(err).splitlines())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``jaxdl`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Args:
+      argv: the arguments after the program name.
+
+    Returns:
+      The exit status: 0 on success, 1 if the run diverged, 2 on a usage or configuration error.
+
+    Example:
+      >>> main(["train", "--data", "digits", "--model", "mlp", "--steps", "500"])
+      0
+    """
+    parser, subparsers = build_parser()
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            owner = subparsers.get(args.command, parser)
+            raise UsageError(_unrecognized(owner, extras))
+        if args.command is None:
+            print(_overview())
+            return 0
+        return args.handler(args)
+    except (UsageError, *USER_ERRORS) as err:
+        print(f"error: {_error_text(err)}", file=sys.stderr)
+        return USAGE_STATUS
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else 0

@@ -1,0 +1,128 @@
+"""Several processes (hosts) as one JAX program: joining JAX's distributed runtime, which process
+is the main one, and global arrays built from the values every process holds.
+
+Every process runs the same script. After `initialize`, ``jax.devices()`` lists the devices of all
+processes and a `jaxdl.sharding` mesh over them makes `jaxdl.fit` and `jaxdl.sweep` one SPMD
+program: each process feeds its own devices and XLA's collectives (NCCL on GPU, gloo on CPU) join
+them. Only the main process should write logs, plots and results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+ENV_COORDINATOR_ADDRESS = "JAXDL_COORDINATOR_ADDRESS"  # host:port of process 0's coordinator
+ENV_NUM_PROCESSES = "JAXDL_NUM_PROCESSES"  # processes in the run
+ENV_PROCESS_ID = "JAXDL_PROCESS_ID"  # this process's index, in [0, num_processes)
+
+__all__ = ["global_array", "initialize", "is_main_process"]
+
+
+def _from_env(value, *names: str) -> str | None:
+    """``value`` if given, else the first of the environment variables ``names`` that is set."""
+    if value is not None:
+        return value
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: int | Sequence[int] | None = None,
+) -> bool:
+    """Joins this process to a multi-process run through ``jax.distributed.initialize``.
+
+    Call it first, before any JAX computation. Each argument left ``None`` is read from the
+    environment: ``JAXDL_COORDINATOR_ADDRESS``, ``JAXDL_NUM_PROCESSES`` (else ``SLURM_NTASKS``),
+    ``JAXDL_PROCESS_ID`` (else ``SLURM_PROCID``). With no coordinator address, inside a SLURM job of
+    several tasks JAX detects the cluster itself (the coordinator is the first node of
+    ``SLURM_STEP_NODELIST``); otherwise the run has one process and nothing is done. CPU
+    collectives use gloo, so several CPU processes also work.
+
+    Args:
+      coordinator_address: ``"host:port"`` of the coordinator, which process 0 starts; every
+        process passes the same address.
+      num_processes: processes in the run.
+      process_id: this process's index, in ``[0, num_processes)``.
+      local_device_ids: the local devices this process uses (default: all of them), e.g. one
+        GPU per process with ``local_device_ids=[local_rank]``.
+
+    Returns:
+      Whether the run has several processes (``False``: single process, nothing was done).
+
+    Example:
+      >>> jaxdl.distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=rank)
+      >>> mesh = jaxdl.sharding.make_mesh("data=16")  # every device of both hosts
+    """
+    address = _from_env(coordinator_address, ENV_COORDINATOR_ADDRESS)
+    num = _from_env(num_processes, ENV_NUM_PROCESSES, "SLURM_NTASKS")
+    index = _from_env(process_id, ENV_PROCESS_ID, "SLURM_PROCID")
+    if num is None and address is not None:
+        raise ValueError(
+            f"distributed.initialize: coordinator {address!r} given but not num_processes "
+            f"(argument, or {ENV_NUM_PROCESSES})"
+        )
+    if num is None or int(num) == 1:
+        return False
+    num = int(num)
+    # CPU collectives (so CPU processes can all-reduce): gloo, jax's default in recent versions.
+    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if address is None and "SLURM_JOB_ID" in os.environ:
+        jax.distributed.initialize(local_device_ids=local_device_ids)  # JAX's SLURM detection
+        return True
+    if address is None or index is None:
+        missing = [
+            name
+            for name, value in (("coordinator_address", address), ("process_id", index))
+            if value is None
+        ]
+        raise ValueError(
+            f"distributed.initialize: num_processes={num} but {' and '.join(missing)} not given "
+            f"(arguments, or {ENV_COORDINATOR_ADDRESS} / {ENV_PROCESS_ID})"
+        )
+    jax.distributed.initialize(address, num, int(index), local_device_ids=local_device_ids)
+    return True
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes logs, plots and results.
+
+    Returns:
+      ``jax.process_index() == 0``; ``True`` in a single-process run.
+    """
+    return jax.process_index() == 0
+
+
+def global_array(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """Global arrays laid out by ``sharding`` from values that every process holds in full.
+
+    Every process has loaded the whole data set (and computes the same keys and hyper-parameters),
+    so each leaf's local value *is* its global value: ``jax.make_array_from_process_local_data``
+    with ``global_shape`` equal to the local shape copies to each local device just the slice
+    ``sharding`` gives it. Works with one process too. PRNG key leaves are placed as their raw
+    key data and re-wrapped.
+
+    Args:
+      tree: a pytree of arrays (numpy, jax or typed PRNG keys), identical on every process.
+      sharding: where the leaves go, e.g. ``NamedSharding(mesh, P())`` (replicated).
+
+    Returns:
+      The same pytree of ``jax.Array`` spanning the devices of ``sharding``.
+    """
+
+    def one(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = one(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+    return jax.tree.map(one, tree)

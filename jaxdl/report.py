@@ -1,0 +1,248 @@
+"""A training run's output folder, and `train_and_evaluate`, which trains a `RunConfig` into one.
+
+The folder holds ``config.json`` (the `RunConfig`, enough to rebuild the run), ``metrics.jsonl``
+(one row per chunk), TensorBoard event files, ``results.json`` and ``curves.png``. Every file is
+written atomically (`jaxdl.io`); tensorboardX and matplotlib are imported only when used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxdl.config import RunConfig, build_model, load_data, to_dict
+from jaxdl.data.dataset import Dataset
+from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
+from jaxdl.train import ChunkCallback, History, TrainState, check_fits, fit
+
+SCALARS = ("loss", "train_accuracy", "test_accuracy")  # what metrics.jsonl and TensorBoard log
+
+
+class RunWriter:
+    """Writes one run's folder as the run goes: config first, a metrics row per chunk, results last.
+
+    Creating it makes ``out_dir`` (if missing), writes ``config.json`` and opens the TensorBoard
+    log; `close` it (or use it as a context manager) to flush the log.
+
+    Args:
+      out_dir: the run folder.
+      config: the run's `RunConfig`, written as ``config.json``; ``None`` writes none.
+
+    Example:
+      >>> with RunWriter("runs/a", config) as writer:
+      ...     state, history = jaxdl.fit(model, data, config.train, on_chunk=writer.log)
+      ...     writer.finish(history, summarize(history))
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, config: RunConfig | None = None):
+        from tensorboardX import SummaryWriter  # heavy (protobuf): only when a run writes
+
+        self.out_dir = os.fspath(out_dir)
+        os.makedirs(self.out_dir, exist_ok=True)
+        if config is not None:
+            write_json_atomic(self.path("config.json"), to_dict(config))
+        self._started = time.perf_counter()
+        self._tensorboard = SummaryWriter(logdir=self.out_dir)
+
+    def path(self, name: str) -> str:
+        """The path of file ``name`` in the run folder."""
+        return os.path.join(self.out_dir, name)
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Appends a row to ``metrics.jsonl`` and the TensorBoard scalars; a `fit` ``on_chunk``.
+
+        Args:
+          step: steps done at the end of the chunk.
+          metrics: the chunk's ``loss`` and ``train_accuracy`` (``()`` each), and
+            ``test_accuracy`` when it was evaluated.
+        """
+        row: dict[str, Any] = {"step": int(step)}
+        row.update({k: float(metrics[k]) for k in SCALARS if k in metrics})
+        row["time_s"] = round(time.perf_counter() - self._started, 3)
+        append_jsonl(self.path("metrics.jsonl"), row)
+        for name in SCALARS:
+            if name in row and np.isfinite(row[name]):  # a diverged loss is null in the jsonl
+                self._tensorboard.add_scalar(name, row[name], global_step=row["step"])
+
+    def finish(self, history: History, results: Mapping[str, Any]) -> None:
+        """Writes ``results.json`` and ``curves.png``, and closes the TensorBoard log.
+
+        Args:
+          history: the run's `History` (for the curves).
+          results: the run's `summarize` dict.
+        """
+        write_json_atomic(self.path("results.json"), results)
+        if len(history.get("step", ())):
+            write_atomic(self.path("curves.png"), plot_curves(history))
+        self.close()
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard log (safe to call twice)."""
+        self._tensorboard.close()
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def summarize(
+    history: History, *, diverged_at: int = -1, wall_s: float | None = None, num_params: int = 0
+) -> dict[str, Any]:
+    """The figures of a finished run, as written to ``results.json``.
+
+    Args:
+      history: the run's `History` (numpy arrays, no members axis).
+      diverged_at: the state's ``diverged_at`` (``-1``: never diverged).
+      wall_s: seconds from the start of training to its end, compilation included.
+      num_params: number of trainable parameters.
+
+    Returns:
+      ``{"final_test_accuracy", "best_test_accuracy", "best_step", "final_test_loss",
+      "final_loss", "final_train_accuracy", "steps", "wall_s", "compile_s", "run_s",
+      "num_params", "diverged_at"}``; accuracies are fractions in [0, 1], ``None`` where there
+      was no value; ``diverged_at`` is ``None`` for a healthy run.
+    """
+
+    def last(key):
+        values = np.asarray(history.get(key, ()))
+        return values[-1].item() if values.size else None
+
+    test = np.asarray(history.get("test_accuracy", ()), dtype=np.float64)
+    best = int(np.nanargmax(test)) if test.size and not np.isnan(test).all() else None
+    timings = getattr(history, "timings", {})
+    return {
+        "final_test_accuracy": last("test_accuracy"),
+        "best_test_accuracy": None if best is None else float(test[best]),
+        "best_step": None if best is None else int(history["eval_step"][best]),
+        "final_test_loss": last("test_loss"),
+        "final_loss": last("loss"),
+        "final_train_accuracy": last("train_accuracy"),
+        "steps": last("step") or 0,
+        "wall_s": wall_s,
+        "compile_s": timings.get("compile_s"),
+        "run_s": timings.get("run_s"),
+        "num_params": int(num_params),
+        "diverged_at": None if diverged_at < 0 else int(diverged_at),
+    }
+
+
+def plot_curves(history: History) -> bytes:
+    """PNG bytes: train loss vs step (left), train and test accuracy (%) vs step (right).
+
+    Args:
+      history: a run's `History`.
+
+    Returns:
+      The PNG file's bytes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory only
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    loss = np.asarray(history["loss"], dtype=np.float64)
+    loss_ax.plot(history["step"], loss)
+    positive = loss[np.isfinite(loss)]
+    loss_ax.set(xlabel="step", ylabel="train loss", title="loss")
+    if positive.size and (positive > 0).all():
+        loss_ax.set_yscale("log")
+    acc_ax.plot(history["step"], 100 * np.asarray(history["train_accuracy"]), label="train")
+    if len(history.get("eval_step", ())):
+        test = 100 * np.asarray(history["test_accuracy"])
+        acc_ax.plot(history["eval_step"], test, marker="o", label="test")
+    acc_ax.set(xlabel="step", ylabel="accuracy (%)", title="accuracy")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def default_out_dir(cfg: RunConfig, root: str = "runs") -> str:
+    """A fresh run folder name for ``cfg``, from its data set, model and the local time.
+
+    Args:
+      cfg: the `RunConfig`.
+      root: the folder holding the runs.
+
+    Returns:
+      ``"<root>/<data>-<model>-<YYYYmmdd-HHMMSS>"``, with ``-2``, ``-3``... if that exists.
+    """
+    stem = os.path.join(root, f"{cfg.data.name}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out, n = stem, 1
+    while os.path.exists(out):
+        n += 1
+        out = f"{stem}-{n}"
+    return out
+
+
+class RunOutcome(NamedTuple):
+    """What `train_and_evaluate` returns.
+
+    Attributes:
+      state: the final `TrainState`.
+      history: the run's `History`.
+      results: the `summarize` dict, as in ``results.json``.
+      out_dir: the run folder.
+    """
+
+    state: TrainState
+    history: History
+    results: dict[str, Any]
+    out_dir: str
+
+
+def train_and_evaluate(
+    cfg: RunConfig, *, data: Dataset | None = None, on_chunk: ChunkCallback | None = None
+) -> RunOutcome:
+    """Trains the run ``cfg`` describes and writes its folder (``cfg.out``, or `default_out_dir`).
+
+    The data set and the batch size are checked before the folder is made, so a bad
+    configuration leaves nothing behind.
+
+    Args:
+      cfg: the `RunConfig`.
+      data: the data set if already loaded (``load_data(cfg.data)``); ``None`` loads it.
+      on_chunk: also called after every chunk, after the row is written (progress bars).
+
+    Returns:
+      A `RunOutcome`. A diverged run returns normally: see ``results["diverged_at"]``.
+
+    Example:
+      >>> outcome = train_and_evaluate(replace(RunConfig(), {"train.steps": 500}))
+      >>> outcome.results["final_test_accuracy"]
+    """
+    data = load_data(cfg.data) if data is None else data
+    check_fits(cfg.train, data)
+    model = build_model(cfg.model, data.num_classes, len(data.input_shape))
+    out_dir = cfg.out if cfg.out is not None else default_out_dir(cfg)
+    cfg = dataclasses.replace(cfg, out=out_dir)  # config.json names its own folder
+
+    with RunWriter(out_dir, cfg) as writer:
+
+        def log(step, metrics):
+            writer.log(step, metrics)
+            if on_chunk is not None:
+                on_chunk(step, metrics)
+
+        started = time.perf_counter()
+        state, history = fit(model, data, cfg.train, cfg.hparams, seed=cfg.seed, on_chunk=log)
+        wall_s = time.perf_counter() - started
+        num_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
+        results = summarize(
+            history, diverged_at=int(state.diverged_at), wall_s=wall_s, num_params=num_params
+        )
+        writer.finish(history, results)
+    return RunOutcome(state, history, results, out_dir)

@@ -1,0 +1,284 @@
+"""The run configuration and the ``jaxdl`` command: a tiny run's folder, one-line user errors."""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxdl import cli, config
+from jaxdl.train import TrainConfig
+
+TINY = [
+    "train",
+    "--data",
+    "digits",
+    "--model",
+    "mlp",
+    "--hidden",
+    "32",
+    "--steps",
+    "40",
+    "--chunk-steps",
+    "20",
+    "--eval-every",
+    "20",
+    "--batch-size",
+    "32",
+    "--no-progress",
+]
+
+
+def run_main(argv):
+    """``(status, stdout, stderr)`` of ``cli.main(argv)`` run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def read_scalars(events_path):
+    """``{tag: [(step, value)]}`` from a TensorBoard events file (TFRecord framing of Events)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    with open(events_path, "rb") as f:
+        while header := f.read(12):  # uint64 length, uint32 masked crc of the length
+            (length,) = struct.unpack("<Q", header[:8])
+            event = event_pb2.Event.FromString(f.read(length))
+            f.read(4)  # crc of the data
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    status, stdout, stderr = run_main([*TINY, "--out", str(out)])
+    return out, status, stdout, stderr
+
+
+# --- the run folder -----------------------------------------------------------------------------
+
+
+def test_tiny_run_succeeds_and_reports(tiny_run):
+    out, status, stdout, stderr = tiny_run
+    assert status == 0, stderr
+    assert stderr == ""
+    # Not a terminal: one plain line per evaluation, then the results table and the folder.
+    assert "step 20/40  loss" in stdout and "step 40/40  loss" in stdout
+    assert "final test accuracy" in stdout and "compile time" in stdout
+    assert f"output: {out}" in stdout
+
+
+def test_config_json_rebuilds_the_run_config(tiny_run):
+    out = tiny_run[0]
+    loaded = config.from_dict(json.loads((out / "config.json").read_text()))
+    expected = config.RunConfig(
+        model=config.ModelConfig(name="mlp", hidden=(32,)),
+        data=config.DataConfig(name="digits"),
+        train=TrainConfig(steps=40, batch_size=32, chunk_steps=20, eval_every=20),
+        out=str(out),
+    )
+    assert loaded == expected
+
+
+def test_metrics_jsonl_has_one_row_per_chunk(tiny_run):
+    rows = [json.loads(line) for line in (tiny_run[0] / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [20, 40]
+    for row in rows:
+        assert set(row) == {"step", "loss", "train_accuracy", "test_accuracy", "time_s"}
+        assert row["loss"] > 0 and 0 <= row["train_accuracy"] <= 1
+        assert 0 <= row["test_accuracy"] <= 1
+
+
+def test_results_json(tiny_run):
+    results = json.loads((tiny_run[0] / "results.json").read_text())
+    assert set(results) == {
+        "final_test_accuracy",
+        "best_test_accuracy",
+        "best_step",
+        "final_test_loss",
+        "final_loss",
+        "final_train_accuracy",
+        "steps",
+        "wall_s",
+        "compile_s",
+        "run_s",
+        "num_params",
+        "diverged_at",
+    }
+    assert results["steps"] == 40 and results["diverged_at"] is None
+    assert results["final_test_accuracy"] <= results["best_test_accuracy"] <= 1
+    assert results["best_step"] in (20, 40)
+    assert results["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert results["wall_s"] >= results["compile_s"] > 0
+
+
+def test_curves_png_and_tensorboard_events(tiny_run):
+    out = tiny_run[0]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (events,) = [p for p in out.iterdir() if p.name.startswith("events.out.tfevents")]
+    scalars = read_scalars(events)
+    assert {"loss", "train_accuracy", "test_accuracy"} <= set(scalars)
+    assert [step for step, _ in scalars["loss"]] == [20, 40]
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_mistyped_option_is_one_error_line_in_a_subprocess():
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxdl", "train", "--stpes", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unrecognized arguments: --stpes")
+    assert "did you mean --steps?" in lines[0] and "--batch-size" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "0"], "lr must be > 0, got 0.0"),
+        (["--lr", "-1"], "lr must be > 0, got -1.0"),
+        (["--activation", "relux"], "invalid choice: 'relux' (choose from 'sigmoid', 'tanh'"),
+        (["--optimizer", "adamm"], "invalid choice: 'adamm' (choose from 'sgd', 'momentum'"),
+        (["--data", "nope"], "unknown data set 'nope', expected one of ['cifar10', 'digits'"),
+        (["--batch-size", "5000"], "batch_size must be in [1, num_examples=1437]"),
+        (["--hidden", "a,b"], "argument --hidden: expected comma-separated ints"),
+        (["--steps", "0"], "TrainConfig.steps must be a positive int, got 0"),
+        (["--dropout", "1.5"], "model.dropout must be in [0, 1), got 1.5"),
+        (["--data", "npz", "--data-path", "/no/such/file.npz"], "no such file"),
+        (["--model", "logistic", "--hidden", "16"], "model.hidden must be empty for 'logistic'"),
+        (["--steps", "10", "--step", "5"], "unrecognized arguments: --step 5"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, args, message):
+    out = tmp_path / "run"
+    status, stdout, stderr = run_main(["train", *args, "--out", str(out), "--no-progress"])
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert message in lines[0]
+    assert not out.exists()  # nothing written before the configuration is known to be good
+
+
+def test_divergence_exits_1_with_the_step(tmp_path):
+    args = ["--optimizer", "sgd", "--lr", "1e10", "--steps", "20", "--chunk-steps", "20"]
+    status, _, stderr = run_main([*TINY, *args, "--out", str(tmp_path / "run")])
+    assert status == 1
+    assert stderr.startswith("error: loss became non-finite at step ")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert stderr.strip().endswith(f"step {results['diverged_at']}")
+
+
+@pytest.mark.parametrize("argv", [[], ["--version"]])
+def test_version_and_commands(argv):
+    status, stdout, _ = run_main(argv)
+    assert status == 0
+    assert stdout.startswith("jaxdl 0.") and "train" in stdout
+
+
+def test_cli_defaults_are_the_config_defaults():
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["train"])
+    assert config.replace(config.RunConfig(), cli.config_overrides(args)) == config.RunConfig()
+
+
+# --- the configuration --------------------------------------------------------------------------
+
+
+def test_to_dict_from_dict_round_trip_through_json():
+    cfg = config.RunConfig(
+        model=config.ModelConfig(
+            name="convnet", activation="tanh", init="he_uniform", hidden=(64,), channels=(8, 16)
+        ),
+        data=config.DataConfig(name="mnist1d", num_train=100),
+        train=TrainConfig(steps=30, grad_clip=1.0, schedule="cosine"),
+        lr=3e-3,
+        seed=7,
+        out="runs/x",
+    )
+    assert config.from_dict(json.loads(json.dumps(config.to_dict(cfg)))) == cfg
+    assert config.from_dict({}) == config.RunConfig()
+
+
+def test_from_dict_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) model.widht; valid: model.name"):
+        config.from_dict({"model": {"widht": 3}})
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) learning_rate; valid: model,"):
+        config.from_dict({"learning_rate": 1.0})
+
+
+def test_replace_by_dotted_key():
+    cfg = config.replace(config.RunConfig(), {"train.steps": 7, "model.name": "mlp", "lr": 0.1})
+    assert (cfg.train.steps, cfg.model.name, cfg.lr) == (7, "mlp", 0.1)
+    assert cfg.train.batch_size == TrainConfig().batch_size
+    with pytest.raises(
+        ValueError, match=r"unknown config key\(s\) train.stepz; valid: .*train.steps"
+    ):
+        config.replace(cfg, {"train.stepz": 1})
+    with pytest.raises(ValueError, match="lr must be > 0, got -1.0"):
+        config.replace(cfg, {"lr": -1.0})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "resnet"}, "model.name: unknown value 'resnet'; valid: mlp, convnet, logistic"),
+        ({"activation": "swish"}, "model.activation: unknown value 'swish'; valid: sigmoid"),
+        ({"init": "orthogonal"}, "model.init: unknown value 'orthogonal'; valid: classic"),
+        ({"pool": "min"}, "model.pool: unknown value 'min'; valid: max, avg, none"),
+        ({"channels": ()}, "model.channels must be a tuple of positive ints (at least one)"),
+        ({"hidden": (0,)}, "model.hidden must be a tuple of positive ints, got (0,)"),
+    ],
+)
+def test_model_config_errors_name_field_and_valid_values(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        config.ModelConfig(**kwargs)
+    assert message in str(info.value)
+
+
+def test_run_config_checks_train_fields_optax_would_take():
+    with pytest.raises(ValueError, match="train.grad_clip must be > 0 or None, got -1.0"):
+        config.RunConfig(train=TrainConfig(grad_clip=-1.0))
+    with pytest.raises(ValueError, match="unknown optimizer 'adamm'; valid: sgd"):
+        dataclasses.replace(TrainConfig(), optimizer="adamm")
+
+
+@pytest.mark.parametrize(
+    "name, input_shape, params",
+    [
+        ("logistic", (8, 8, 1), {"dense1"}),
+        ("mlp", (40, 1), {"dense1", "dense2", "dense3"}),
+        ("convnet", (40, 1), {"conv1", "conv2", "dense1"}),
+        ("convnet", (8, 8, 1), {"conv1", "conv2", "dense1"}),
+    ],
+)
+def test_build_model_init_and_apply_agree(name, input_shape, params):
+    cfg = config.ModelConfig(name=name, hidden=None, channels=(4, 4))
+    model = config.build_model(cfg, num_classes=3, input_ndim=len(input_shape))
+    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
+    p, state = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: no compilation
+    assert set(p) == params
+    logits, _ = jax.eval_shape(model.apply, p, state, x)
+    assert logits.shape == (2, 3)
+
+
+def test_convnet_needs_spatial_inputs():
+    with pytest.raises(ValueError, match="model 'convnet' needs inputs"):
+        config.build_model(config.ModelConfig(name="convnet"), 10, input_ndim=1)
