@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -189,6 +191,19 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
     output = parser.add_argument_group("output")
     _option(output, "--out", "out", "run folder (default: runs/<data>-<model>-<time>)")
+    _option(
+        output,
+        "--checkpoint-every",
+        "checkpoint_every",
+        "save a checkpoint every N steps and at the end",
+        type=int,
+    )
+    output.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest valid checkpoint, with its config.json "
+        "(other options are ignored); ends bit-identical to an uninterrupted run",
+    )
     output.add_argument(
         "--no-progress",
         action="store_true",
@@ -196,8 +211,21 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _resumed_config(run_dir: str) -> config.RunConfig:
+    """The `RunConfig` saved in a run folder, its ``out`` pointing at that folder."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"--resume {run_dir}: no config.json there (not a jaxdl train folder)")
+    with open(path) as f:
+        cfg = config.from_dict(json.load(f))
+    return config.replace(cfg, {"out": run_dir})
+
+
 def _train(args: argparse.Namespace) -> int:
-    cfg = config.replace(config.RunConfig(), config_overrides(args))
+    if args.resume:
+        cfg = _resumed_config(args.resume)
+    else:
+        cfg = config.replace(config.RunConfig(), config_overrides(args))
     data = config.load_data(cfg.data)
     if cfg.out is None:
         cfg = config.replace(cfg, {"out": report.default_out_dir(cfg)})
@@ -209,7 +237,9 @@ def _train(args: argparse.Namespace) -> int:
     )
     live = not args.no_progress and sys.stdout.isatty()
     with _Progress(cfg.train.steps, live=live) as progress:
-        outcome = report.train_and_evaluate(cfg, data=data, on_chunk=progress.update)
+        outcome = report.train_and_evaluate(
+            cfg, data=data, on_chunk=progress.update, resume=bool(args.resume)
+        )
     _print_results(outcome.results, outcome.out_dir)
     diverged_at = outcome.results["diverged_at"]
     if diverged_at is not None:
@@ -305,6 +335,27 @@ class Command(NamedTuple):
     run: Callable[[argparse.Namespace], int]  # does the work, returns the exit status
 
 
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", metavar="RUN_DIR", required=True, help="a jaxdl train run folder"
+    )
+    parser.add_argument("--step", type=int, default=None, help="a saved step (default: newest)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from jaxdl.checkpoint import CheckpointError
+
+    try:
+        metrics = report.evaluate_run(args.checkpoint, args.step)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    print(
+        f"step {metrics['step']}: test accuracy {100 * metrics['test_accuracy']:.2f} % "
+        f"(loss {metrics['test_loss']:.4f}, {metrics['num_test']} examples)"
+    )
+    return 0
+
+
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxdl import sweep_cli
 
@@ -323,6 +374,11 @@ COMMANDS: dict[str, Command] = {
         "train one network; write config, metrics, TensorBoard events, results and curves",
         _add_train_arguments,
         _train,
+    ),
+    "eval": Command(
+        "evaluate a run folder's checkpoint on its test set, rebuilt from its config.json",
+        _add_eval_arguments,
+        _eval,
     ),
     "sweep": Command(
         "train a population (models x seeds x learning rates) as compiled programs; write "

@@ -128,6 +128,7 @@ class RunConfig:
     weight_decay: float = 0.0  # weight-decay coefficient (Hparams.weight_decay), >= 0
     init_scale: float = 1.0  # multiplies every initial weight w (Hparams.init_scale), > 0
     seed: int = 0  # split into the init key and the data-order key
+    checkpoint_every: int | None = 500  # save the state every N steps and at the end; None: never
     out: str | None = None  # output folder; None: the caller picks one (the CLI: runs/<name>)
 
     def __post_init__(self):
@@ -143,6 +144,11 @@ class RunConfig:
             raise ValueError(f"init_scale must be > 0, got {self.init_scale!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
+        every = self.checkpoint_every
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
+            raise ValueError(f"checkpoint_every must be a positive int or None, got {every!r}")
         if self.out is not None and not isinstance(self.out, str):
             raise ValueError(f"out must be a string or None, got {self.out!r}")
         # TrainConfig checks its counts and names; these two it leaves to optax.

@@ -114,7 +114,7 @@ def write_json_atomic(path: PathLike, obj: Any, *, indent: int | None = 2) -> No
     write_atomic(path, text + "\n")
 
 
-def append_jsonl(path: PathLike, row: Mapping[str, Any]) -> None:
+def append_jsonl(path: PathLike, row: Mapping[str, Any], *, after_step: str | None = None) -> None:
     """Appends one JSON row to a JSON-lines file, atomically.
 
     The file is read and rewritten whole through `write_atomic`, so after a crash it holds either
@@ -124,6 +124,8 @@ def append_jsonl(path: PathLike, row: Mapping[str, Any]) -> None:
     Args:
       path: the ``.jsonl`` file; created if missing.
       row: a JSON-like mapping (see `to_jsonable`), written on one line.
+      after_step: a key of ``row`` (``"step"``): existing rows whose value is not below the new
+        row's are dropped first, so a resumed run does not repeat the steps it redoes.
 
     Returns:
       None.
@@ -135,5 +137,12 @@ def append_jsonl(path: PathLike, row: Mapping[str, Any]) -> None:
         old = b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
+    if after_step is not None and old:
+        kept = [
+            line
+            for line in old.splitlines(keepends=True)
+            if line.strip() and json.loads(line).get(after_step, -1) < row[after_step]
+        ]
+        old = b"".join(kept)
     line = json.dumps(to_jsonable(row), allow_nan=False) + "\n"
     write_atomic(path, old + line.encode("utf-8"))

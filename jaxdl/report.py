@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.config import RunConfig, build_model, load_data, to_dict
+from jaxdl.checkpoint import Checkpointer
+from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
-from jaxdl.train import ChunkCallback, History, TrainState, check_fits, fit
+from jaxdl.train import ChunkCallback, History, TrainState, check_fits, evaluate, fit, init_state
 
 SCALARS = ("loss", "train_accuracy", "test_accuracy")  # what metrics.jsonl and TensorBoard log
 
@@ -66,7 +69,7 @@ class RunWriter:
         row: dict[str, Any] = {"step": int(step)}
         row.update({k: float(metrics[k]) for k in SCALARS if k in metrics})
         row["time_s"] = round(time.perf_counter() - self._started, 3)
-        append_jsonl(self.path("metrics.jsonl"), row)
+        append_jsonl(self.path("metrics.jsonl"), row, after_step="step")
         for name in SCALARS:
             if name in row and np.isfinite(row[name]):  # a diverged loss is null in the jsonl
                 self._tensorboard.add_scalar(name, row[name], global_step=row["step"])
@@ -170,6 +173,11 @@ def plot_curves(history: History) -> bytes:
     return buffer.getvalue()
 
 
+def checkpoint_dir(out_dir: str | os.PathLike) -> str:
+    """Where a run folder keeps its checkpoints: ``<out_dir>/checkpoints``."""
+    return os.path.join(os.fspath(out_dir), "checkpoints")
+
+
 def default_out_dir(cfg: RunConfig, root: str = "runs") -> str:
     """A fresh run folder name for ``cfg``, from its data set, model and the local time.
 
@@ -205,7 +213,11 @@ class RunOutcome(NamedTuple):
 
 
 def train_and_evaluate(
-    cfg: RunConfig, *, data: Dataset | None = None, on_chunk: ChunkCallback | None = None
+    cfg: RunConfig,
+    *,
+    data: Dataset | None = None,
+    on_chunk: ChunkCallback | None = None,
+    resume: bool = False,
 ) -> RunOutcome:
     """Trains the run ``cfg`` describes and writes its folder (``cfg.out``, or `default_out_dir`).
 
@@ -216,6 +228,8 @@ def train_and_evaluate(
       cfg: the `RunConfig`.
       data: the data set if already loaded (``load_data(cfg.data)``); ``None`` loads it.
       on_chunk: also called after every chunk, after the row is written (progress bars).
+      resume: continue from the newest valid checkpoint in ``<out>/checkpoints`` (bit-identical
+        to an uninterrupted run); metrics rows past it are replaced.
 
     Returns:
       A `RunOutcome`. A diverged run returns normally: see ``results["diverged_at"]``.
@@ -237,8 +251,21 @@ def train_and_evaluate(
             if on_chunk is not None:
                 on_chunk(step, metrics)
 
+        checkpointer = None
+        if cfg.checkpoint_every is not None:
+            checkpointer = Checkpointer(checkpoint_dir(out_dir), every=cfg.checkpoint_every)
+            checkpointer.save_config(to_dict(cfg))
         started = time.perf_counter()
-        state, history = fit(model, data, cfg.train, cfg.hparams, seed=cfg.seed, on_chunk=log)
+        state, history = fit(
+            model,
+            data,
+            cfg.train,
+            cfg.hparams,
+            seed=cfg.seed,
+            on_chunk=log,
+            checkpointer=checkpointer,
+            resume=resume,
+        )
         wall_s = time.perf_counter() - started
         num_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
         results = summarize(
@@ -246,3 +273,79 @@ def train_and_evaluate(
         )
         writer.finish(history, results)
     return RunOutcome(state, history, results, out_dir)
+
+
+class RestoredRun(NamedTuple):
+    """A run rebuilt from its folder: config, model, data, and the checkpointed state.
+
+    Attributes:
+      config: the `RunConfig` from ``config.json``.
+      model: the `Layer` it describes.
+      data: its data set.
+      step: the step of the restored checkpoint.
+      state: the restored `TrainState`.
+    """
+
+    config: RunConfig
+    model: Any
+    data: Dataset
+    step: int
+    state: TrainState
+
+
+def restore_run(run_dir: str | os.PathLike, step: int | None = None) -> RestoredRun:
+    """Rebuilds a run's model and optimiser from ``<run_dir>/config.json`` alone and restores its
+    newest valid checkpoint (or ``step``), without the script that trained it.
+
+    Args:
+      run_dir: a ``jaxdl train`` run folder.
+      step: a saved step; ``None`` takes the newest valid one.
+
+    Returns:
+      A `RestoredRun`.
+    """
+    path = os.path.join(os.fspath(run_dir), "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir}: no config.json (not a jaxdl train folder)")
+    with open(path) as f:
+        cfg = from_dict(json.load(f))
+    data = load_data(cfg.data)
+    model = build_model(cfg.model, data.num_classes, len(data.input_shape))
+    example = jax.ShapeDtypeStruct((1, *data.input_shape), jnp.float32)
+    template = init_state(
+        model,
+        cfg.train,
+        cfg.hparams.as_arrays(),
+        example,
+        init_key=jax.random.key(0),
+        data_key=jax.random.key(0),
+    )
+    saved_step, state = Checkpointer(checkpoint_dir(run_dir)).restore(template, step)
+    return RestoredRun(cfg, model, data, saved_step, state)
+
+
+def evaluate_run(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """Test loss and accuracy of a run folder's checkpoint (newest valid, or ``step``).
+
+    Args:
+      run_dir: a ``jaxdl train`` run folder.
+      step: a saved step; ``None`` takes the newest valid one.
+
+    Returns:
+      ``{"step", "test_loss", "test_accuracy", "num_test"}``.
+    """
+    run = restore_run(run_dir, step)
+    metrics = evaluate(
+        run.model,
+        run.state.params,
+        run.state.model_state,
+        jnp.asarray(run.data.x_test),
+        jnp.asarray(run.data.y_test),
+        batch_size=run.config.train.eval_batch_size,
+    )
+    return {
+        "step": run.step,
+        "test_loss": float(metrics["loss"]),
+        "test_accuracy": float(metrics["accuracy"]),
+        "num_test": run.data.num_test,
+    }
