@@ -185,6 +185,74 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key in keys}
 
 
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the options that place a run on several devices and hosts.
+
+    Args:
+      parser: the subcommand's parser.
+
+    Returns:
+      None.
+    """
+    group = parser.add_argument_group("devices and hosts")
+    group.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the first N devices (default: the default device; with --mesh: all)",
+    )
+    group.add_argument(
+        "--mesh",
+        default=None,
+        metavar="SPEC",
+        help="axes over the devices: data=4 splits each batch; members=2,data=2 (sweeps) also "
+        "splits the members (default with --devices or several processes: all on data)",
+    )
+    group.add_argument(
+        "--coordinator-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="multi-host: process 0's host:port (or JAXDL_COORDINATOR_ADDRESS; SLURM is detected)",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        help="multi-host: processes in the run (or JAXDL_NUM_PROCESSES / SLURM_NTASKS)",
+    )
+    group.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        help="multi-host: this process's index (or JAXDL_PROCESS_ID / SLURM_PROCID)",
+    )
+
+
+def mesh_from_args(args: argparse.Namespace):
+    """Joins the multi-host run if one is configured, then builds the mesh asked for.
+
+    Args:
+      args: parsed options of `add_device_arguments`.
+
+    Returns:
+      A ``jax.sharding.Mesh``, or ``None`` for the single-device path.
+    """
+    import jax
+
+    from jaxdl import distributed, sharding
+
+    several = distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    if args.mesh is None and args.devices is None and not several:
+        return None
+    devices = jax.devices()
+    if args.devices is not None:
+        if not 1 <= args.devices <= len(devices):
+            raise UsageError(f"--devices {args.devices}: {len(devices)} devices available")
+        devices = devices[: args.devices]
+    return sharding.make_mesh(args.mesh, devices)
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     add_model_arguments(parser)
@@ -209,6 +277,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bar: one line per evaluation (also when stdout is not a terminal)",
     )
+    add_device_arguments(parser)
 
 
 def _resumed_config(run_dir: str) -> config.RunConfig:
@@ -222,6 +291,9 @@ def _resumed_config(run_dir: str) -> config.RunConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from jaxdl import distributed
+
+    mesh = mesh_from_args(args)  # first: jax.distributed starts before any other JAX work
     if args.resume:
         cfg = _resumed_config(args.resume)
     else:
@@ -235,12 +307,14 @@ def _train(args: argparse.Namespace) -> int:
         f"-> {cfg.out}",
         flush=True,
     )
-    live = not args.no_progress and sys.stdout.isatty()
-    with _Progress(cfg.train.steps, live=live) as progress:
+    main_process = distributed.is_main_process()
+    live = not args.no_progress and sys.stdout.isatty() and main_process
+    with _Progress(cfg.train.steps, live=live, quiet=not main_process) as progress:
         outcome = report.train_and_evaluate(
-            cfg, data=data, on_chunk=progress.update, resume=bool(args.resume)
+            cfg, data=data, on_chunk=progress.update, resume=bool(args.resume), mesh=mesh
         )
-    _print_results(outcome.results, outcome.out_dir)
+    if main_process:
+        _print_results(outcome.results, outcome.out_dir)
     diverged_at = outcome.results["diverged_at"]
     if diverged_at is not None:
         print(f"error: loss became non-finite at step {diverged_at}", file=sys.stderr)
@@ -258,8 +332,8 @@ def _metrics_text(metrics: dict[str, Any], test_accuracy: float | None) -> str:
 class _Progress:
     """A rich progress bar over steps, or (``live=False``) one printed line per evaluation."""
 
-    def __init__(self, total: int, *, live: bool):
-        self.total, self.live = total, live
+    def __init__(self, total: int, *, live: bool, quiet: bool = False):
+        self.total, self.live, self.quiet = total, live, quiet
         self.test_accuracy: float | None = None
 
     def __enter__(self) -> _Progress:
@@ -286,7 +360,7 @@ class _Progress:
         text = _metrics_text(metrics, self.test_accuracy)
         if self.live:
             self._bar.update(self._task, completed=step, metrics=text)
-        elif evaluated:
+        elif evaluated and not self.quiet:
             print(f"step {step}/{self.total}  {text}", flush=True)
 
     def __exit__(self, *exc) -> None:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import distributed, sharding
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
@@ -218,6 +219,7 @@ def train_and_evaluate(
     data: Dataset | None = None,
     on_chunk: ChunkCallback | None = None,
     resume: bool = False,
+    mesh=None,
 ) -> RunOutcome:
     """Trains the run ``cfg`` describes and writes its folder (``cfg.out``, or `default_out_dir`).
 
@@ -230,6 +232,8 @@ def train_and_evaluate(
       on_chunk: also called after every chunk, after the row is written (progress bars).
       resume: continue from the newest valid checkpoint in ``<out>/checkpoints`` (bit-identical
         to an uninterrupted run); metrics rows past it are replaced.
+      mesh: a `jaxdl.sharding.make_mesh` mesh for data-parallel training; with several processes
+        only process 0 writes the folder's files (every process takes part in checkpoints).
 
     Returns:
       A `RunOutcome`. A diverged run returns normally: see ``results["diverged_at"]``.
@@ -244,17 +248,21 @@ def train_and_evaluate(
     out_dir = cfg.out if cfg.out is not None else default_out_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)  # config.json names its own folder
 
-    with RunWriter(out_dir, cfg) as writer:
+    main_process = distributed.is_main_process()
+    writer = RunWriter(out_dir, cfg) if main_process else None
+    try:
 
         def log(step, metrics):
-            writer.log(step, metrics)
+            if writer is not None:
+                writer.log(step, metrics)
             if on_chunk is not None:
                 on_chunk(step, metrics)
 
         checkpointer = None
         if cfg.checkpoint_every is not None:
             checkpointer = Checkpointer(checkpoint_dir(out_dir), every=cfg.checkpoint_every)
-            checkpointer.save_config(to_dict(cfg))
+            if main_process:
+                checkpointer.save_config(to_dict(cfg))
         started = time.perf_counter()
         state, history = fit(
             model,
@@ -265,13 +273,23 @@ def train_and_evaluate(
             on_chunk=log,
             checkpointer=checkpointer,
             resume=resume,
+            mesh=mesh,
         )
         wall_s = time.perf_counter() - started
         num_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
         results = summarize(
-            history, diverged_at=int(state.diverged_at), wall_s=wall_s, num_params=num_params
+            history,
+            diverged_at=int(sharding.fetch(state.diverged_at)),
+            wall_s=wall_s,
+            num_params=num_params,
         )
-        writer.finish(history, results)
+        results["mesh"] = sharding.mesh_spec(mesh) if mesh is not None else None
+        results["processes"] = jax.process_count()
+        if writer is not None:
+            writer.finish(history, results)
+    finally:
+        if writer is not None:
+            writer.close()
     return RunOutcome(state, history, results, out_dir)
 
 

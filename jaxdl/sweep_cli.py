@@ -17,9 +17,11 @@ from jaxdl import config, sweep_report
 from jaxdl.cli import (
     _Progress,
     add_data_arguments,
+    add_device_arguments,
     add_model_arguments,
     add_train_arguments,
     config_overrides,
+    mesh_from_args,
 )
 from jaxdl.io import write_json_atomic
 from jaxdl.sweep import STRATEGIES, sweep
@@ -108,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bar: one line per group and evaluation",
     )
+    add_device_arguments(parser)
 
 
 def population_axes(args: argparse.Namespace) -> dict[str, list[Any]]:
@@ -145,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     Returns:
       0, or 1 if every member diverged.
     """
+    from jaxdl import distributed
+
+    mesh = mesh_from_args(args)  # first: jax.distributed starts before any other JAX work
+    main_process = distributed.is_main_process()
     base = config.replace(config.RunConfig(), config_overrides(args))
     base = dataclasses.replace(
         base, lr=args.lrs[0], weight_decay=args.weight_decays[0], init_scale=args.init_scales[0]
@@ -172,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         model_cfg = dataclasses.replace(base.model, name=model)
         return config.build_model(model_cfg, data.num_classes, len(data.input_shape))
 
-    live = not args.no_progress and sys.stdout.isatty()
+    live = not args.no_progress and sys.stdout.isatty() and main_process
     groups = len(args.models)
     started = time.perf_counter()
     with _Progress(groups * base.train.steps, live=live) as progress:
@@ -196,8 +203,11 @@ def run(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             on_chunk=on_chunk,
             on_group=on_group,
+            mesh=mesh,
         )
     wall_s = time.perf_counter() - started
+    if not main_process:  # only process 0 writes the folder and prints
+        return 0
     os.makedirs(out, exist_ok=True)
     write_json_atomic(
         os.path.join(out, "config.json"),
