@@ -10,7 +10,6 @@ equals the run trained alone.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -199,11 +198,6 @@ def layer_grad_norms(grads) -> dict[str, jax.Array]:
     return {name: optax.tree.norm(g) for name, g in grads.items()}
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
-    return functools.reduce(jnp.logical_and, leaves, jnp.array(True))
-
-
 def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softmax_cross_entropy):
     """The pure train step ``step(state, hparams, x, y) -> (state, metrics)``.
 
@@ -229,15 +223,18 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
         (loss, (logits, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params, state.model_state, x, y, dropout_key
         )
-        optimizer = make_optimizer(config, hparams)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        # One reduction detects NaN/inf anywhere in the gradients (a NaN or an overflow makes
+        # the global norm non-finite); a cond skips the update, so a healthy step pays for no
+        # copy of the params (under vmap the cond becomes a select, member by member).
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         healthy = finite & (state.diverged_at < 0)
-        new, old = (params, model_state, opt_state), state[:3]
-        params, model_state, opt_state = jax.tree.map(
-            lambda n, o: jnp.where(healthy, n, o), new, old
-        )
+
+        def update(_):
+            optimizer = make_optimizer(config, hparams)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), model_state, opt_state
+
+        params, model_state, opt_state = lax.cond(healthy, update, lambda _: state[:3], None)
         diverged_at = jnp.where((state.diverged_at < 0) & ~finite, state.step, state.diverged_at)
         metrics = {"loss": loss, "accuracy": losses.accuracy(logits, y)}
         if config.record_grad_norms:

@@ -1,0 +1,308 @@
+"""Tests of `jaxdl.sweep` and `SweepResult`: member i equals the run trained alone under every
+strategy, seed axes, divergence isolation, grouped shape axes, and the tables and statistics.
+
+A sweep compiles one program per call and shape group (seconds on CPU), so populations are small
+(four members of a tiny MLP or ConvNet on a few hundred digits, 20 steps), and each test builds
+the sweeps it reads: pytest-xdist may run tests sharing a fixture in different processes.
+"""
+
+import csv
+import functools
+import importlib
+import io
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdl
+from jaxdl.sweep import STRATEGIES, members_of
+from jaxdl.sweep_result import mean_std_ci
+from jaxdl.train import Hparams, TrainConfig
+
+sweep_module = importlib.import_module("jaxdl.sweep")  # `jaxdl.sweep` is the function
+
+EXAMPLE = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)  # one digits image
+CONFIG = TrainConfig(steps=20, batch_size=32, chunk_steps=10, eval_every=10)
+AXES = {"seed": [0, 1], "lr": [1e-3, 3e-3]}  # members: (0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)
+MODELS = {
+    "mlp": lambda: jaxdl.mlp(hidden=(16,)),
+    "convnet": lambda: jaxdl.convnet(channels=(4,), hidden=(16,)),
+}
+# strategy label -> sweep keywords; "chunked" with 3 members per chunk (not dividing 4)
+STRATEGY_RUNS = {
+    "vmap": {"strategy": "vmap"},
+    "map": {"strategy": "map"},
+    "chunked": {"strategy": "chunked", "chunk_members": 3},
+}
+# Strategies run per model, and the members compared with `fit`. Each `fit` compiles, so two:
+# seed 0 with the second lr and seed 1 with the first, where a swap of either axis shows; every
+# member is compared with the vmapped sweep.
+CHECKED = {
+    "mlp": (["vmap", "map", "chunked"], [1, 2]),
+    "convnet": (["vmap", "map"], [1, 2]),
+}
+
+
+def max_abs_diff(a, b) -> float:
+    """The largest absolute difference between two pytrees of the same structure."""
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs), default=0.0)
+
+
+def init_key(seed: int) -> jax.Array:
+    """The init key of seed ``seed``, as `fit` derives it."""
+    return jax.random.split(jax.random.key(seed))[0]
+
+
+@functools.cache
+def digits():
+    return jaxdl.data.load("digits").subset(256, 100)
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+@pytest.mark.parametrize("kind", ["mlp", "convnet"])
+def test_member_equals_the_run_trained_alone(kind):
+    strategies, checked = CHECKED[kind]
+    model = MODELS[kind]()
+    members = members_of(AXES)
+    results = {
+        name: jaxdl.sweep(model, digits(), AXES, config=CONFIG, **STRATEGY_RUNS[name])
+        for name in strategies
+    }
+    for i in checked:
+        hparams = Hparams(lr=members[i]["lr"])
+        state, history = jaxdl.fit(model, digits(), CONFIG, hparams, seed=members[i]["seed"])
+        for name, result in results.items():
+            member = result.member(i)
+            diff = max_abs_diff(member.params, state.params)
+            assert diff <= 1e-5, f"{kind} {name} member {i}: params differ by {diff}"
+            np.testing.assert_allclose(member.history["loss"], history["loss"], rtol=1e-5)
+            np.testing.assert_array_equal(member.history["step"], history["step"])
+
+    # every member under every strategy equals the vmapped one; chunked within 1e-6
+    vmapped = results["vmap"]
+    for name, result in results.items():
+        assert result.members == members and result.strategies == [name] * 4
+        tolerance = 1e-6 if name == "chunked" else 1e-5
+        for i in range(len(members)):
+            diff = max_abs_diff(result.states[i].params, vmapped.states[i].params)
+            assert diff <= tolerance, f"{kind} {name} member {i}: {diff} from vmap"
+            assert int(result.states[i].step) == CONFIG.steps
+        for curve in ("loss", "test_accuracy"):
+            np.testing.assert_allclose(
+                result.histories[curve], vmapped.histories[curve], rtol=tolerance, atol=1e-7
+            )
+
+
+def test_init_seed_and_data_seed_axes():
+    model = jaxdl.mlp(hidden=(8,))
+    config = TrainConfig(steps=4, batch_size=32, chunk_steps=2, eval_every=4, optimizer="sgd")
+    axes = {"init_seed": [0, 1], "data_seed": [0, 1]}
+    # lr = 0: the final params are the initial ones, and the losses differ only by batch order
+    result = jaxdl.sweep(
+        model, digits(), axes, config=config, hparams=Hparams(lr=0.0), strategy="map"
+    )
+    same_init = result.states[0].params, result.states[1].params  # (0, 0), (0, 1)
+    chex.assert_trees_all_equal(*same_init)
+    for i, member in enumerate(result.members):
+        expected, _ = model.init(init_key(member["init_seed"]), EXAMPLE)
+        chex.assert_trees_all_close(result.states[i].params, expected, atol=1e-7)
+        data_key = jax.random.split(jax.random.key(member["data_seed"]))[1]
+        np.testing.assert_array_equal(
+            jax.random.key_data(result.states[i].key), jax.random.key_data(data_key)
+        )
+    assert max_abs_diff(result.states[0].params, result.states[2].params) > 0
+    losses = result.histories["loss"]  # [4, 2]
+    assert not np.array_equal(losses[0], losses[1])  # same params, another batch order
+
+
+# ----------------------------------------------------------------------------- divergence
+
+DIVERGE = TrainConfig(steps=12, batch_size=32, chunk_steps=4, eval_every=12, optimizer="sgd")
+
+
+def diverge_sweep(lrs):
+    """A linear MLP under sgd: lr 1e4 makes the loss non-finite at step 5, lr <= 3e-2 does not."""
+    model = jaxdl.mlp(hidden=(16,), activation="identity")
+    return jaxdl.sweep(model, digits(), {"lr": lrs}, config=DIVERGE, strategy="vmap")
+
+
+def test_a_diverging_member_leaves_the_others_untouched():
+    mixed = diverge_sweep([1e-2, 1e4])
+    healthy = diverge_sweep([1e-2, 3e-2])
+    alone = diverge_sweep([1e-2])
+
+    rows = mixed.rows()
+    assert rows[0]["diverged_at_step"] == -1
+    assert 0 <= rows[1]["diverged_at_step"] < DIVERGE.steps
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(mixed.states[1].params))
+    assert not np.isfinite(mixed.histories["loss"][1, -1])
+    assert [row["diverged_at_step"] for row in healthy.rows()] == [-1, -1]
+    # the sweep ran to the end for the healthy member
+    np.testing.assert_array_equal(mixed.histories["step"][0], [4, 8, 12])
+    assert np.all(np.isfinite(mixed.histories["loss"][0]))
+
+    chex.assert_trees_all_equal(mixed.states[0].params, healthy.states[0].params)
+    np.testing.assert_array_equal(mixed.histories["loss"][0], healthy.histories["loss"][0])
+    # a population of one is another compiled program: its params are still bit-identical on
+    # the CPU this was written on (XLA CPU, jax 0.10.2; were they not, the bound is 1e-6), but
+    # the chunk-mean loss is reduced in another order (1 ulp apart)
+    chex.assert_trees_all_equal(mixed.states[0].params, alone.states[0].params)
+    np.testing.assert_allclose(mixed.histories["loss"][0], alone.histories["loss"][0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- grouped axes
+
+
+def test_shape_axes_group_into_programs_and_keep_population_order():
+    groups = []
+    config = TrainConfig(steps=2, batch_size=32, chunk_steps=2, eval_every=2, optimizer="sgd")
+    # seed first: each hidden width's group holds members 0, 2 or 1, 3 of the population
+    result = jaxdl.sweep(
+        lambda hidden: jaxdl.mlp(hidden=(hidden,)),
+        digits(),
+        axes={"seed": [0, 1], "hidden": [8, 16]},
+        config=config,
+        hparams=Hparams(lr=0.0),  # final params = initial params, checkable against init
+        strategy="map",  # grouping does not depend on the strategy; map compiles fastest
+        on_group=lambda static, count: groups.append((static, count)),
+    )
+    assert groups == [({"hidden": 8}, 2), ({"hidden": 16}, 2)]
+    rows = result.rows()
+    assert [(row["member"], row["seed"], row["hidden"]) for row in rows] == [
+        (0, 0, 8),
+        (1, 0, 16),
+        (2, 1, 8),
+        (3, 1, 16),
+    ]
+    for state, member in zip(result.states, result.members, strict=True):
+        hidden, seed = member["hidden"], member["seed"]
+        assert state.params["dense1"]["w"].shape == (64, hidden)
+        assert state.params["dense2"]["w"].shape == (hidden, 10)
+        expected, _ = jaxdl.mlp(hidden=(hidden,)).init(init_key(seed), EXAMPLE)
+        chex.assert_trees_all_close(state.params, expected, atol=1e-7)
+
+
+def test_a_static_axis_with_a_plain_layer_asks_for_a_model_function():
+    with pytest.raises(ValueError, match=r"model function|model\(hidden\) -> Layer"):
+        jaxdl.sweep(jaxdl.mlp(), digits(), axes={"hidden": [8, 16]}, config=CONFIG)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_mean_std_ci_on_known_values():
+    stats = mean_std_ci([1.0, 2.0, 3.0, 4.0])
+    std = np.sqrt(5.0 / 3.0)  # sum of squared deviations 5, n - 1 = 3
+    half = 3.182446305284263 * std / 2.0  # t_{0.975, 3} * std / sqrt(4)
+    assert stats["n"] == 4
+    assert stats["mean"] == pytest.approx(2.5)
+    assert stats["std"] == pytest.approx(1.2909944487358056)
+    assert stats["std"] == pytest.approx(std)
+    assert stats["ci_low"] == pytest.approx(2.5 - half, rel=1e-9)
+    assert stats["ci_high"] == pytest.approx(2.5 + half, rel=1e-9)
+
+    two = mean_std_ci([1.0, 3.0])  # half width t_{0.975, 1} * sqrt(2) / sqrt(2)
+    assert two["ci_high"] - two["mean"] == pytest.approx(12.706204736174698, rel=1e-9)
+
+    one = mean_std_ci([0.7])
+    assert one == {"n": 1, "mean": 0.7, "std": 0.0, "ci_low": 0.7, "ci_high": 0.7}
+
+
+def test_rows_summary_tables_and_members_of_a_real_sweep():
+    model = jaxdl.mlp(hidden=(8,))
+    result = jaxdl.sweep(model, digits(), AXES, config=CONFIG, strategy="auto")
+    assert result.strategies == ["vmap"] * 4  # auto: vmap for several members, map for one
+    assert sweep_module.choose_strategy(None, 1) == "map"
+    rows = result.rows()
+    assert [row["member"] for row in rows] == [0, 1, 2, 3]
+    for row, member, history in zip(rows, result.members, result.member_histories, strict=True):
+        assert (row["seed"], row["lr"]) == (member["seed"], member["lr"])
+        assert row["final_test_accuracy"] == pytest.approx(float(history["test_accuracy"][-1]))
+        assert row["best_test_accuracy"] == pytest.approx(float(np.max(history["test_accuracy"])))
+        assert row["final_loss"] == pytest.approx(float(history["loss"][-1]))
+        assert row["diverged_at_step"] == -1 and row["strategy"] == "vmap"
+
+    summary = result.summary_rows(by=["lr"])
+    assert [entry["lr"] for entry in summary] == [1e-3, 3e-3]
+    for entry in summary:
+        values = [row["final_test_accuracy"] for row in rows if row["lr"] == entry["lr"]]
+        assert len(values) == 2  # both seeds
+        expected = mean_std_ci(values)
+        for field in ("n", "mean", "std", "ci_low", "ci_high"):
+            assert entry[field] == pytest.approx(expected[field])
+    assert result.summary_rows() == summary  # default: every axis but the seeds
+    assert result.summary(by=["lr"]) == result.summary()
+    summary_csv = list(csv.DictReader(io.StringIO(result.summary(by=["lr"], format="csv"))))
+    assert [float(entry["mean"]) for entry in summary_csv] == pytest.approx(
+        [entry["mean"] for entry in summary]
+    )
+
+    table = list(csv.DictReader(io.StringIO(result.table(format="csv"))))
+    assert len(table) == len(result) == 4
+    for parsed, row in zip(table, rows, strict=True):
+        assert int(parsed["member"]) == row["member"] and int(parsed["seed"]) == row["seed"]
+        assert float(parsed["lr"]) == row["lr"]
+        assert float(parsed["final_test_accuracy"]) == pytest.approx(row["final_test_accuracy"])
+    markdown = result.table().splitlines()
+    assert len(markdown) == 2 + 4 and markdown[0].startswith("| member | seed | lr |")
+
+    with pytest.raises(ValueError, match="momentum"):
+        result.summary_rows(by=["momentum"])
+    with pytest.raises(ValueError, match="markdown, csv"):
+        result.table(format="html")
+
+    for i, axis_values in enumerate(members_of(AXES)):
+        member = result.member(i)
+        assert member.config["axes"] == axis_values
+        assert member.config["hparams"]["lr"] == pytest.approx(axis_values["lr"])
+        assert member.config["train"]["steps"] == CONFIG.steps
+        chex.assert_trees_all_equal(member.params, result.states[i].params)
+        assert member.history is result.member_histories[i]
+    with pytest.raises(IndexError):
+        result.member(4)
+
+    histories = result.histories
+    chunks = CONFIG.steps // CONFIG.chunk_steps
+    for name in ("step", "loss", "train_accuracy", "test_loss", "test_accuracy"):
+        assert histories[name].shape == (4, chunks), name
+    np.testing.assert_array_equal(histories["step"], [[10, 20]] * 4)
+    for i in range(4):
+        np.testing.assert_array_equal(histories["loss"][i], result.member_histories[i]["loss"])
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def test_members_of_is_the_product_with_the_last_axis_fastest():
+    assert members_of({"a": [1, 2], "b": ["x", "y", "z"]})[:4] == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 1, "b": "z"},
+        {"a": 2, "b": "x"},
+    ]
+
+
+def test_unknown_strategy_and_empty_axes_raise():
+    with pytest.raises(ValueError, match="pmap") as raised:
+        jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, strategy="pmap")
+    for name in STRATEGIES:
+        assert name in str(raised.value)
+    with pytest.raises(ValueError, match="'seed' has no values"):
+        jaxdl.sweep(jaxdl.mlp(), digits(), {"seed": [], "lr": [1e-3]}, config=CONFIG)
+    with pytest.raises(ValueError, match="expected a list"):
+        jaxdl.sweep(jaxdl.mlp(), digits(), {"lr": 1e-3}, config=CONFIG)
+
+
+def test_batch_larger_than_the_data_set_raises_before_compiling(monkeypatch):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("build_program was reached: the check came too late")
+
+    monkeypatch.setattr(sweep_module, "build_program", no_compiling)
+    with pytest.raises(jaxdl.data.DataError, match="num_examples=256.*batch_size=512"):
+        jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, batch_size=512)

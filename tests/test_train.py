@@ -1,0 +1,401 @@
+"""Tests of `jaxdl.train` and `jaxdl.optimizers`: no recompilation, learning, determinism,
+`make_train` equals `fit`, divergence freezing, schedules and optimiser wiring against optax,
+evaluation padding, gradient norms, batch norm, dropout keys and input checks.
+
+Every `fit` compiles its own program (seconds on CPU), so the runs are small (a few hundred
+digits, a few dozen steps); each test trains what it compares, since pytest-xdist may run tests
+sharing a fixture in different processes.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxdl
+from jaxdl import optimizers, train
+from jaxdl.data.batching import chunk_indices
+from jaxdl.train import Hparams, TrainConfig
+
+EXAMPLE = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)  # one digits image
+
+
+def max_abs_diff(a, b) -> float:
+    """The largest absolute difference between two pytrees of the same structure."""
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs), default=0.0)
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """``(init_key, data_key)`` of a run, derived from its seed as `fit` documents."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    return init_key, data_key
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return jaxdl.data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    return digits.subset(256, 100)
+
+
+# ----------------------------------------------------------------------------- compilation
+
+
+def test_program_chunk_does_not_recompile_for_new_values(small):
+    model = jaxdl.mlp(hidden=(8,))
+    config = TrainConfig(steps=10, batch_size=16, chunk_steps=5)
+    program = train.build_program(model, config, EXAMPLE)
+    data = train.to_device(small)
+    hp_a = Hparams(lr=1e-3).as_arrays()
+    hp_b = Hparams(lr=3e-2, weight_decay=1e-4, init_scale=0.5).as_arrays()
+    chunk = program.chunks[5]
+    state = program.init(*run_keys(0), hp_a)
+    state, _ = chunk(state, hp_a, data)
+    state, _ = chunk(state, hp_b, data)  # new state values, a different traced lr
+    assert chunk._cache_size() == 1
+    assert int(state.step) == 10
+    other = program.init(*run_keys(1), hp_b)
+    program.init(*run_keys(2), hp_a)
+    assert program.init._cache_size() == 1
+    program.evaluate(state, data)
+    program.evaluate(other, data)
+    assert program.evaluate._cache_size() == 1
+
+
+def test_step_traces_once_and_uses_the_traced_lr(small):
+    model = jaxdl.mlp(hidden=(8,))
+    config = TrainConfig(steps=10, batch_size=16, optimizer="sgd")
+    step = jax.jit(chex.assert_max_traces(train.make_step(model, config), n=1))
+    x, y = jnp.asarray(small.x_train[:16]), jnp.asarray(small.y_train[:16])
+    init_key, data_key = run_keys(0)
+    hparams = Hparams().as_arrays()
+    state = train.init_state(model, config, hparams, EXAMPLE, init_key=init_key, data_key=data_key)
+    small_lr, _ = step(state, Hparams(lr=1e-3).as_arrays(), x, y)
+    large_lr, _ = step(state, Hparams(lr=1e-1).as_arrays(), x, y)  # would raise if retraced
+    # sgd: the update is -lr * grad, so the two steps move the params 100 times further apart
+    moved_small = optax.tree.norm(jax.tree.map(jnp.subtract, small_lr.params, state.params))
+    moved_large = optax.tree.norm(jax.tree.map(jnp.subtract, large_lr.params, state.params))
+    assert float(moved_large / moved_small) == pytest.approx(100.0, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def test_mlp_loss_decreases_and_reaches_90_percent_on_digits(digits):
+    config = TrainConfig(steps=300, batch_size=64, chunk_steps=100, eval_every=300)
+    model = jaxdl.mlp(hidden=(64,), activation="relu")
+    state, history = jaxdl.fit(model, digits, config, Hparams(lr=3e-3))
+    np.testing.assert_array_equal(history["step"], [100, 200, 300])
+    np.testing.assert_array_equal(history["eval_step"], [300])
+    loss = history["loss"]
+    assert np.all(np.diff(loss) < 0), loss
+    assert loss[-1] < 0.5 * loss[0]
+    assert history["test_accuracy"][-1] >= 0.9
+    assert int(state.diverged_at) == -1
+
+
+def test_convnet_reaches_90_percent_on_digits(digits):
+    config = TrainConfig(steps=200, batch_size=64, chunk_steps=100, eval_every=200)
+    model = jaxdl.convnet(channels=(8,), hidden=())
+    _, history = jaxdl.fit(model, digits, config, Hparams(lr=3e-3))
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["test_accuracy"][-1] >= 0.9
+
+
+# ----------------------------------------------------------------------------- determinism
+
+SEED_CONFIG = TrainConfig(steps=20, batch_size=32, chunk_steps=10, eval_every=10)
+SEED_HPARAMS = Hparams(lr=3e-3)
+
+
+def seed_model():
+    return jaxdl.mlp(hidden=(16,))
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ(small):
+    runs = [jaxdl.fit(seed_model(), small, SEED_CONFIG, SEED_HPARAMS, seed=s) for s in (0, 0, 1)]
+    (first, first_history), (again, again_history), (other, _) = runs
+    chex.assert_trees_all_equal(first.params, again.params)  # bit-identical
+    np.testing.assert_array_equal(first_history["loss"], again_history["loss"])
+    for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(other.params), strict=True):
+        assert not np.array_equal(a, b)
+
+
+def test_make_train_equals_fit_and_vmaps_over_keys(small):
+    fitted, history = jaxdl.fit(seed_model(), small, SEED_CONFIG, SEED_HPARAMS, seed=0)
+    train_fn = jaxdl.make_train(seed_model(), train.to_device(small), SEED_CONFIG)
+    hparams = SEED_HPARAMS.as_arrays()
+    alone = jax.jit(train_fn)
+    run0, metrics = alone(jax.random.key(0), hparams)
+    assert max_abs_diff(run0.params, fitted.params) <= 1e-6
+    np.testing.assert_allclose(metrics["loss"], history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics["test_accuracy"], history["test_accuracy"], atol=1e-6)
+
+    run1, _ = alone(jax.random.key(1), hparams)
+    keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+    both, both_metrics = jax.jit(jax.vmap(train_fn, in_axes=(0, None)))(keys, hparams)
+    assert both_metrics["loss"].shape == (2, SEED_CONFIG.steps // SEED_CONFIG.chunk_steps)
+    for i, run in enumerate((run0, run1)):
+        member = jax.tree.map(lambda leaf, i=i: leaf[i], both.params)
+        assert max_abs_diff(member, run.params) <= 1e-5
+    assert max_abs_diff(run0.params, run1.params) > 1e-3
+
+
+def test_make_train_rejects_a_partial_last_chunk(small):
+    config = TrainConfig(steps=25, batch_size=32, chunk_steps=10)
+    with pytest.raises(ValueError, match=r"steps \(25\).*chunk_steps \(10\)"):
+        jaxdl.make_train(seed_model(), train.to_device(small), config)
+
+
+# ----------------------------------------------------------------------------- divergence
+
+DIVERGE_HPARAMS = Hparams(lr=1e4)  # a linear MLP under sgd: the loss grows ~1e9x per step
+
+
+def diverging_model():
+    return jaxdl.mlp(hidden=(16,), activation="identity")
+
+
+def test_divergence_freezes_the_run_at_the_first_non_finite_step(small):
+    steps = 12
+    config = TrainConfig(steps=steps, batch_size=32, optimizer="sgd", chunk_steps=1)
+    model = diverging_model()
+    data = train.to_device(small)
+    hparams = DIVERGE_HPARAMS.as_arrays()
+    chunk = jax.jit(train.make_chunk(model, config, 1))
+    init_key, data_key = run_keys(0)
+    state = train.init_state(model, config, hparams, EXAMPLE, init_key=init_key, data_key=data_key)
+    params_at = [state.params]  # params_at[s]: the params before step s
+    losses, diverged_at = [], []
+    for _ in range(steps):
+        state, metrics = chunk(state, hparams, data)
+        params_at.append(state.params)
+        losses.append(float(metrics["loss"]))
+        diverged_at.append(int(state.diverged_at))
+    finite = np.isfinite(losses)
+    first = int(np.argmin(finite))  # the first non-finite loss
+    assert not finite[first] and np.all(finite[:first]) and 0 < first < steps - 2, losses
+    np.testing.assert_array_equal(diverged_at, [-1] * first + [first] * (steps - first))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.params))
+    for later in params_at[first + 1 :]:  # frozen at the params step `first` started from
+        chex.assert_trees_all_equal(later, params_at[first])
+    assert max_abs_diff(params_at[first], params_at[first - 1]) > 0  # it did move until then
+
+    # fit runs the same steps in chunks of 4 and stops after the chunk where it diverged
+    chunked = TrainConfig(steps=steps, batch_size=32, optimizer="sgd", chunk_steps=4)
+    fitted, history = jaxdl.fit(model, small, chunked, DIVERGE_HPARAMS)
+    assert int(fitted.diverged_at) == first
+    assert len(history["loss"]) == first // 4 + 1
+    chex.assert_trees_all_close(fitted.params, params_at[first], rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+def test_schedules_give_the_expected_lr_at_known_steps():
+    lr = 0.2
+
+    def at(name, step, steps=100, warmup=0, peak=lr):
+        return float(optimizers.schedule_fn(name, peak, steps, warmup)(jnp.int32(step)))
+
+    for step in (0, 37, 99):
+        assert at("constant", step) == pytest.approx(lr)
+    assert at("cosine", 0) == pytest.approx(lr)
+    assert at("cosine", 50) == pytest.approx(lr / 2, rel=1e-5)
+    assert at("cosine", 25) == pytest.approx(lr * (1 + np.cos(np.pi / 4)) / 2, rel=1e-5)
+    assert at("cosine", 100) == pytest.approx(0.0, abs=1e-7)
+    # warm-up from 0 to lr over 10 steps, then cosine over the remaining 100
+    assert at("warmup_cosine", 0, 110, 10) == pytest.approx(0.0, abs=1e-7)
+    assert at("warmup_cosine", 5, 110, 10) == pytest.approx(lr / 2, rel=1e-5)
+    assert at("warmup_cosine", 10, 110, 10) == pytest.approx(lr, rel=1e-5)
+    assert at("warmup_cosine", 60, 110, 10) == pytest.approx(lr / 2, rel=1e-5)
+    assert at("warmup_cosine", 110, 110, 10) == pytest.approx(0.0, abs=1e-7)
+
+    # a traced peak under jit
+    traced = jax.jit(lambda peak, s: optimizers.schedule_fn("cosine", peak, 100)(s))
+    assert float(traced(jnp.float32(0.4), jnp.int32(50))) == pytest.approx(0.2, rel=1e-5)
+
+
+def test_make_applies_the_schedule_step_by_step():
+    params = {"w": jnp.ones((3,), jnp.float32)}
+    grads = {"w": jnp.ones((3,), jnp.float32)}
+    tx = optimizers.make("sgd", 0.5, steps=8, schedule="warmup_cosine", warmup_steps=3)
+    schedule = optimizers.schedule_fn("warmup_cosine", 0.5, 8, 3)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for step in range(8):
+        updates, state = update(grads, state, params)
+        np.testing.assert_allclose(updates["w"], -float(schedule(jnp.int32(step))), rtol=1e-6)
+
+
+def test_grad_clip_limits_the_update_as_optax_does():
+    params = {"a": jnp.zeros((4,), jnp.float32), "b": jnp.zeros((2, 2), jnp.float32)}
+    big = {"a": jnp.full((4,), 3.0, jnp.float32), "b": jnp.full((2, 2), -4.0, jnp.float32)}
+    small = jax.tree.map(lambda g: g / 100.0, big)  # global norm 0.1
+    for name, reference in (
+        ("sgd", optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(1.0))),
+        ("adam", optax.chain(optax.clip_by_global_norm(0.5), optax.adam(1.0))),
+    ):
+        tx = optimizers.make(name, 1.0, steps=10, grad_clip=0.5)
+        for grads in (big, small):
+            ours, _ = tx.update(grads, tx.init(params), params)
+            with jax.numpy_dtype_promotion("standard"):  # optax itself mixes int and float
+                theirs, _ = reference.update(grads, reference.init(params), params)
+            chex.assert_trees_all_close(ours, theirs, rtol=1e-6)
+    sgd = optimizers.make("sgd", 1.0, steps=10, grad_clip=0.5)
+    clipped, _ = sgd.update(big, sgd.init(params), params)
+    assert float(optax.tree.norm(clipped)) == pytest.approx(0.5, rel=1e-6)
+    unclipped, _ = sgd.update(small, sgd.init(params), params)
+    chex.assert_trees_all_close(unclipped, jax.tree.map(jnp.negative, small), rtol=1e-6)
+
+
+def test_weight_decay_is_decoupled_in_adamw_and_l2_in_adam():
+    params = {"w": jnp.asarray([1.0, -2.0, 3.0], jnp.float32)}
+    grads = {"w": jnp.asarray([0.1, 0.2, -0.3], jnp.float32)}
+    lr, decay = 1e-2, jnp.float32(0.1)  # a traced-style (array) decay
+
+    def first_update(tx):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.update(grads, tx.init(params), params)[0]["w"]
+
+    adamw = first_update(optimizers.make("adamw", lr, steps=10, weight_decay=decay))
+    adam = first_update(optimizers.make("adam", lr, steps=10, weight_decay=decay))
+    plain = first_update(optimizers.make("adam", lr, steps=10))
+    np.testing.assert_allclose(adamw, first_update(optax.adamw(lr, weight_decay=0.1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        adam, first_update(optax.chain(optax.add_decayed_weights(0.1), optax.adam(lr))), rtol=1e-6
+    )
+    np.testing.assert_allclose(plain, first_update(optax.adam(lr)), rtol=1e-6)
+    assert np.max(np.abs(adamw - adam)) > 1e-4
+    # decoupled: adamw is adam's normalised step plus lr * decay * w
+    np.testing.assert_allclose(adamw, plain - lr * 0.1 * params["w"], rtol=1e-5)
+
+
+def test_unknown_names_raise_listing_the_valid_ones():
+    with pytest.raises(ValueError, match="adagrad") as raised:
+        TrainConfig(optimizer="adagrad")
+    for name in optimizers.OPTIMIZERS:
+        assert name in str(raised.value)
+    with pytest.raises(ValueError, match="linear") as raised:
+        TrainConfig(schedule="linear")
+    for name in optimizers.SCHEDULES:
+        assert name in str(raised.value)
+    with pytest.raises(ValueError, match="sgd, momentum, adam, adamw"):
+        optimizers.make("lion", 1e-3, steps=10)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("steps", 0), ("steps", -5), ("batch_size", 0), ("batch_size", -1), ("steps", 2.5)],
+)
+def test_train_config_rejects_non_positive_sizes(field, value):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+        TrainConfig(**{field: value})
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("batch_size", [7, 100, 1000])  # N = 100
+def test_evaluate_equals_a_full_batch_computation(small, batch_size):
+    model = jaxdl.mlp(hidden=(16,))
+    params, model_state = model.init(jax.random.key(3), EXAMPLE)
+    x, y = jnp.asarray(small.x_test), jnp.asarray(small.y_test)  # N = 100
+    logits, _ = model.apply(params, model_state, x)
+    result = jaxdl.evaluate(model, params, model_state, x, y, batch_size=batch_size)
+    np.testing.assert_allclose(result["loss"], jaxdl.softmax_cross_entropy(logits, y), rtol=1e-5)
+    assert float(result["accuracy"]) == pytest.approx(float(jaxdl.accuracy(logits, y)))
+
+
+# ----------------------------------------------------------------------------- gradient norms
+
+
+def test_recorded_grad_norms_equal_direct_gradients(small):
+    lr = 0.1
+    config = TrainConfig(
+        steps=2, batch_size=32, optimizer="sgd", chunk_steps=1, record_grad_norms=True
+    )
+    model = jaxdl.mlp(hidden=(16,))
+    _, history = jaxdl.fit(model, small, config, Hparams(lr=lr), seed=4)
+    norms = history["grad_norm"]
+    assert set(norms) == {"dense1", "dense2"}
+    for layer in norms.values():
+        assert layer.shape == (2,) and np.all(layer > 0)
+
+    init_key, data_key = run_keys(4)
+    params, model_state = model.init(init_key, EXAMPLE)
+    batches = chunk_indices(
+        jax.random.split(data_key)[0], 0, 2, small.num_train, config.batch_size
+    )  # [2, 32]: the documented batch order of steps 0 and 1
+
+    def loss(params, idx):
+        logits, _ = model.apply(params, model_state, jnp.asarray(small.x_train)[idx])
+        return jaxdl.softmax_cross_entropy(logits, jnp.asarray(small.y_train)[idx])
+
+    for step in range(2):
+        grads = jax.grad(loss)(params, batches[step])
+        for name, recorded in norms.items():
+            direct = float(optax.tree.norm(grads[name]))
+            assert recorded[step] == pytest.approx(direct, rel=1e-5)
+        params = jax.tree.map(lambda p, g: p - lr * g, params, grads)  # sgd
+
+
+# ----------------------------------------------------------------------------- batch norm, dropout
+
+
+def test_batch_norm_model_trains_and_evaluates_with_running_stats(small):
+    model = jaxdl.mlp(hidden=(16,), norm="batch")
+    config = TrainConfig(steps=30, batch_size=32, chunk_steps=10, eval_every=30)
+    state, history = jaxdl.fit(model, small, config, Hparams(lr=1e-2), seed=0)
+    _, initial_state = model.init(run_keys(0)[0], EXAMPLE)
+    assert history["loss"][-1] < history["loss"][0]
+    assert max_abs_diff(state.model_state, initial_state) > 1e-3  # running stats moved
+    assert float(jnp.max(jnp.abs(state.model_state["norm1"]["mean"]))) > 0
+
+    x, y = jnp.asarray(small.x_test), jnp.asarray(small.y_test)
+    with_running = jaxdl.evaluate(model, state.params, state.model_state, x, y)
+    logits, _ = model.apply(state.params, state.model_state, x, train=False)
+    np.testing.assert_allclose(
+        with_running["loss"], jaxdl.softmax_cross_entropy(logits, y), rtol=1e-5
+    )
+    np.testing.assert_allclose(history["test_loss"][-1], with_running["loss"], rtol=1e-5)
+    with_initial = jaxdl.evaluate(model, state.params, initial_state, x, y)
+    assert abs(float(with_initial["loss"]) - float(with_running["loss"])) > 1e-3
+
+
+def test_dropout_model_trains_and_keys_give_different_masks(small):
+    model = jaxdl.mlp(hidden=(32,), dropout=0.5)
+    config = TrainConfig(steps=40, batch_size=32, chunk_steps=20, eval_every=40)
+    state, history = jaxdl.fit(model, small, config, Hparams(lr=1e-2), seed=0)
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["test_accuracy"][-1] > 0.3  # well above chance (0.1)
+
+    step = jax.jit(train.make_step(model, config))
+    hparams = Hparams(lr=1e-2).as_arrays()
+    x, y = jnp.asarray(small.x_train[:32]), jnp.asarray(small.y_train[:32])
+    run0 = state._replace(key=run_keys(0)[1])
+    run1 = state._replace(key=run_keys(1)[1])  # the same params, another run's data key
+    loss0 = float(step(run0, hparams, x, y)[1]["loss"])
+    assert float(step(run0, hparams, x, y)[1]["loss"]) == loss0  # same key, same mask
+    assert float(step(run1, hparams, x, y)[1]["loss"]) != loss0  # another seed's mask
+    later = run0._replace(step=run0.step + 1)
+    assert float(step(later, hparams, x, y)[1]["loss"]) != loss0  # a fresh mask every step
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def test_batch_larger_than_the_data_set_raises_before_compiling(small, monkeypatch):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("build_program was reached: the check came too late")
+
+    monkeypatch.setattr(train, "build_program", no_compiling)
+    tiny = small.subset(20, 10)
+    with pytest.raises(jaxdl.data.DataError, match="num_examples=20.*batch_size=32"):
+        jaxdl.fit(jaxdl.mlp(hidden=(8,)), tiny, TrainConfig(steps=5, batch_size=32))
