@@ -115,8 +115,11 @@ def test_results_json(tiny_run):
         "run_s",
         "num_params",
         "diverged_at",
+        "mesh",
+        "processes",
     }
     assert results["steps"] == 40 and results["diverged_at"] is None
+    assert results["mesh"] is None and results["processes"] == 1
     assert results["final_test_accuracy"] <= results["best_test_accuracy"] <= 1
     assert results["best_step"] in (20, 40)
     assert results["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
