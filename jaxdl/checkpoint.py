@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdl.io import write_json_atomic
 from jaxdl.train import TrainState
 
 CONFIG_FILE = "config.json"
@@ -96,7 +97,7 @@ class Checkpointer:
         )
 
     def save_config(self, config: Mapping[str, Any]) -> None:
-        """Writes ``config.json`` beside the checkpoints (temp file + rename).
+        """Writes ``config.json`` beside the checkpoints, atomically.
 
         Args:
           config: a JSON-compatible dict describing the run.
@@ -104,13 +105,7 @@ class Checkpointer:
         Returns:
           None.
         """
-        path = os.path.join(self.directory, CONFIG_FILE)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(os.path.join(self.directory, CONFIG_FILE), config)
 
     def load_config(self) -> dict[str, Any]:
         """The ``config.json`` saved beside the checkpoints.
