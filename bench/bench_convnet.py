@@ -1,0 +1,541 @@
+"""ConvNet train-step benchmark: a LeNet-style ConvNet (28×28×1 → conv 5×5 32 → max-pool 2 →
+conv 5×5 64 → max-pool 2 → dense 10, relu, SAME padding), batch 128, Adam.
+
+jaxdl's step (the backend's default conv, im2col on CPU) vs jaxdl with ``impl="xla"`` vs a
+hand-written step (``lax.conv_general_dilated`` + ``lax.reduce_window``) vs PyTorch eager; the
+hand-written ablations (im2col conv, reshape-max pooling) separate what each change buys; and a
+rolled ``lax.scan`` of steps vs a loop of jitted steps (the XLA:CPU cliff of lax.conv in a scan).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+import jaxdl
+from bench import common
+from bench.bench_mlp import hand_scan, hand_step, scan_indices, torch_step_runner
+from bench.common import Table, ms, verdict
+from jaxdl.layers.conv import im2col_conv
+
+NAME = "convnet"
+BATCH = 128
+NUM_EXAMPLES = 1024  # device-resident data set of the scans
+SCAN_STEPS = 5  # steps per scan call: the lax.conv scan takes seconds per step
+CHANNELS = (32, 64)
+KERNEL = 5
+TARGET_VS_HAND = 1.4  # hand-written (lax.conv) / jaxdl step time, at least
+TARGET_VS_TORCH = 2.0  # jaxdl / PyTorch step time, at most
+
+
+def forward_flops() -> int:
+    """Multiply-adds × 2 of one example's forward pass (convs and the dense read-out)."""
+    h = w = 28
+    c_in, flops = 1, 0
+    for c_out in CHANNELS:
+        flops += 2 * h * w * KERNEL * KERNEL * c_in * c_out  # SAME conv, stride 1
+        h, w, c_in = h // 2, w // 2, c_out  # max-pool 2
+    return flops + 2 * h * w * c_in * 10
+
+
+FLOPS = 3 * forward_flops() * BATCH  # per train step: forward 1, backward 2
+
+
+def make_data(seed: int = 0):
+    """Random images ``[N, 28, 28, 1]`` float32 and labels ``[N]`` int32 (NumPy)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((NUM_EXAMPLES, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, NUM_EXAMPLES).astype(np.int32)
+    return x, y
+
+
+# ----------------------------------------------------------------------------- jaxdl
+
+
+def jaxdl_model(impl: str) -> jaxdl.Layer:
+    """The ConvNet: ``jaxdl.convnet`` for the default impl, else the same layers by hand."""
+    if impl == "auto":
+        return jaxdl.convnet(channels=CHANNELS, kernel=KERNEL, pool="max", activation="relu")
+    entries = []
+    for i, width in enumerate(CHANNELS, start=1):
+        entries += [
+            (f"conv{i}", jaxdl.conv2d(width, KERNEL, impl=impl)),
+            (f"act{i}", jaxdl.relu),
+            (f"pool{i}", jaxdl.max_pool(2)),
+        ]
+    entries += [("flatten", jaxdl.flatten), ("dense1", jaxdl.dense(10, w_init="he_normal"))]
+    return jaxdl.serial(*entries)
+
+
+def jaxdl_runners(impl: str, x, y, *, scan: bool):
+    """jaxdl's ``{"step": (runner, first_s), "chunk": ...}`` with convs of ``impl``."""
+    model = jaxdl_model(impl)
+    config = jaxdl.TrainConfig(batch_size=BATCH, optimizer="adam")
+    hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
+    xb, yb = jnp.asarray(x[:BATCH]), jnp.asarray(y[:BATCH])
+
+    def fresh_state():
+        init_key, data_key = jax.random.split(jax.random.key(0))
+        return jaxdl.init_state(model, config, hparams, xb, init_key=init_key, data_key=data_key)
+
+    step = jax.jit(jaxdl.make_step(model, config), donate_argnums=0)
+    runners = {"step": common.stepper(step, fresh_state(), hparams, xb, yb)}
+    if scan:
+        data = jaxdl.DeviceData(jnp.asarray(x), jnp.asarray(y), xb, yb)
+        chunk = jax.jit(jaxdl.make_chunk(model, config, SCAN_STEPS), donate_argnums=0)
+        runners["chunk"] = common.stepper(
+            chunk, fresh_state(), hparams, data, steps_per_call=SCAN_STEPS
+        )
+    return runners
+
+
+# ----------------------------------------------------------------------------- hand-written
+
+
+def hand_init(key):
+    """``[(w1 [5,5,1,32], b1), (w2 [5,5,32,64], b2), (w [3136, 10], b)]``, he-normal weights."""
+    he = jax.nn.initializers.he_normal()
+    keys = jax.random.split(key, len(CHANNELS) + 1)
+    params, c_in = [], 1
+    for k, c_out in zip(keys, CHANNELS, strict=False):
+        params.append((he(k, (KERNEL, KERNEL, c_in, c_out), jnp.float32), jnp.zeros((c_out,))))
+        c_in = c_out
+    side = 28 // 2 ** len(CHANNELS)
+    params.append((he(keys[-1], (side * side * c_in, 10), jnp.float32), jnp.zeros((10,))))
+    return params
+
+
+DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def lax_conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS)  # [B, H, W, O]
+
+
+def im2col(x, w):
+    return im2col_conv(x, w, (1, 1), "SAME", (1, 1))  # [B, H, W, O]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def canonical_vjp_conv(x, w, padding):
+    """A stride-1 ``lax.conv`` whose backward convs are also in the canonical NHWC/HWIO layout.
+
+    A proposal for the library (see NOTES.md), not a jaxdl API: autodiff of an NHWC conv gives a
+    weight-gradient conv with dimension numbers ``[f, 0, 1, b] x [i, 0, 1, o]``, which XLA:CPU
+    runs on a slow generic path inside a while loop (``lax.scan``), over 100 times slower than
+    the same conv outside one. Transposing explicitly keeps every conv canonical, and fast in both.
+
+    Args:
+      x: inputs ``[batch, height, width, in]``.
+      w: kernel ``[kh, kw, in, out]``.
+      padding: ``((lo, hi), (lo, hi))``.
+
+    Returns:
+      ``[batch, height_out, width_out, out]``, equal to ``lax.conv_general_dilated``.
+    """
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=DIMS)
+
+
+def _canonical_fwd(x, w, padding):
+    return canonical_vjp_conv(x, w, padding), (x, w)
+
+
+def _canonical_bwd(padding, residuals, dy):
+    x, w = residuals  # [B, H, W, I], [kh, kw, I, O]; dy: [B, Ho, Wo, O]
+    dx_padding = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:2], padding)]
+    w_flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))  # [kh, kw, O, I], rotated 180°
+    dx = lax.conv_general_dilated(dy, w_flipped, (1, 1), dx_padding, dimension_numbers=DIMS)
+    lhs = jnp.transpose(x, (3, 1, 2, 0))  # [I, H, W, B]: in-channels as batch, batch as features
+    rhs = jnp.transpose(dy, (1, 2, 0, 3))  # [Ho, Wo, B, O]
+    dw = lax.conv_general_dilated(lhs, rhs, (1, 1), list(padding), dimension_numbers=DIMS)
+    return dx, jnp.transpose(dw, (1, 2, 0, 3))  # [B, H, W, I], [kh, kw, I, O]
+
+
+canonical_vjp_conv.defvjp(_canonical_fwd, _canonical_bwd)
+
+
+def canonical(x, w):
+    pad = KERNEL // 2
+    return canonical_vjp_conv(x, w, ((pad, pad), (pad, pad)))  # [B, H, W, O]
+
+
+def reduce_window_max(x):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def reshape_max(x):
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))  # [B, H/2, W/2, C]
+
+
+CONVS = {"lax.conv": lax_conv, "im2col": im2col, "canonical-VJP conv": canonical}
+POOLS = {"reduce_window": reduce_window_max, "reshape-max": reshape_max}
+
+
+def hand_loss(conv, pool, params, x, y):
+    for w, b in params[:-1]:
+        x = pool(jax.nn.relu(conv(x, w) + b))  # [B, H/2, W/2, C]
+    w, b = params[-1]
+    logits = x.reshape(x.shape[0], -1) @ w + b  # [B, 10]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def hand_runners(conv: str, pool: str, x, y, *, scan: bool):
+    """The hand-written ``{"step": (runner, first_s), "scan": ...}`` with the named conv/pool."""
+    optimizer = optax.adam(1e-3)
+    loss_fn = functools.partial(hand_loss, CONVS[conv], POOLS[pool])
+    step = functools.partial(hand_step, optimizer, loss_fn)
+    xb, yb = jnp.asarray(x[:BATCH]), jnp.asarray(y[:BATCH])
+
+    def fresh_carry():
+        params = hand_init(jax.random.key(0))
+        return params, optimizer.init(params)
+
+    runners = {"step": common.stepper(jax.jit(step, donate_argnums=0), fresh_carry(), xb, yb)}
+    if scan:
+        indices = scan_indices(len(x), SCAN_STEPS, BATCH)
+        scan_fn = jax.jit(functools.partial(hand_scan, step), donate_argnums=0)
+        runners["scan"] = common.stepper(
+            scan_fn,
+            fresh_carry(),
+            jnp.asarray(x),
+            jnp.asarray(y),
+            indices,
+            steps_per_call=SCAN_STEPS,
+        )
+    return runners
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def torch_runner(x, y):
+    """PyTorch's ``(runner, first_s)`` (NCHW, ``nn.Sequential``), or ``None`` without it."""
+    torch = common.import_torch()
+    if torch is None:
+        return None
+    torch.manual_seed(0)
+    nn = torch.nn
+    layers, c_in = [], 1
+    for c_out in CHANNELS:
+        layers += [nn.Conv2d(c_in, c_out, KERNEL, padding=KERNEL // 2), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in = c_out
+    side = 28 // 2 ** len(CHANNELS)
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(side * side * c_in, 10))
+    xb = torch.from_numpy(np.ascontiguousarray(x[:BATCH].transpose(0, 3, 1, 2)))  # [B, 1, H, W]
+    yb = torch.from_numpy(y[:BATCH].astype(np.int64))
+    return torch_step_runner(torch, model, xb, yb)
+
+
+# ----------------------------------------------------------------------------- the scan cliff
+
+CLIFF_BATCH = 32  # the cliff is measured on the second conv layer alone, batch 32
+CLIFF_STEPS = 2  # steps per rolled scan: lax.conv takes 0.25-0.7 s per step in one
+
+
+def layer_step(conv, carry):
+    """A gradient step on the conv's input and kernel: ``((w, x)) -> ((w, x), out)``."""
+    w, x = carry  # [5, 5, 32, 64], [B, 14, 14, 32]
+    grad_w, grad_x = jax.grad(lambda w, x: jnp.mean(conv(x, w) ** 2), argnums=(0, 1))(w, x)
+    return (w - 1e-3 * grad_w, x - 1e-3 * grad_x), jnp.sum(grad_w)
+
+
+CLIFF_MEMBERS = 4  # a population of this many layers under jax.vmap (as a sweep trains)
+VMAPPED = ("im2col", "canonical-VJP conv")  # lax.conv vmapped in a scan: seconds per step
+
+
+def layer_runners(conv, members: int | None):
+    """``{"loop": (runner, first_s), "scan": ...}`` of `layer_step`, vmapped over ``members``."""
+    lead = () if members is None else (members,)
+
+    def carry():
+        w = jax.random.normal(jax.random.key(1), (*lead, KERNEL, KERNEL, 32, 64)) * 0.05
+        return w, jax.random.normal(jax.random.key(0), (*lead, CLIFF_BATCH, 14, 14, 32))
+
+    step = functools.partial(layer_step, conv)
+    if members is not None:
+        step = jax.vmap(step)
+
+    def scan(carry):
+        carry, outs = lax.scan(lambda c, _: step(c), carry, None, length=CLIFF_STEPS)
+        return carry, outs[-1]
+
+    return {
+        "loop": common.stepper(jax.jit(step, donate_argnums=0), carry()),
+        "scan": common.stepper(
+            jax.jit(scan, donate_argnums=0), carry(), steps_per_call=CLIFF_STEPS
+        ),
+    }
+
+
+def cliff_table(repeats: int) -> Table:
+    """Loop vs rolled scan of one conv layer's forward and backward, for each conv formulation,
+    alone and as a vmapped population."""
+    cases = [(name, None) for name in CONVS] + [(name, CLIFF_MEMBERS) for name in VMAPPED]
+    pairs = {case: layer_runners(CONVS[case[0]], case[1]) for case in cases}
+    runners = {(*case, part): pair[part][0] for case, pair in pairs.items() for part in pair}
+    t = common.interleave(runners, repeats=repeats, numbers=dict.fromkeys(runners, CLIFF_STEPS))
+    rows = [
+        [
+            name if members is None else f"{name}, vmap over {members} members",
+            ms(t[name, members, "loop"].median),
+            ms(t[name, members, "scan"].median),
+            common.paired_ratio(t[name, members, "scan"], t[name, members, "loop"])[0],
+            pairs[name, members]["loop"][1],
+            pairs[name, members]["scan"][1],
+        ]
+        for name, members in cases
+    ]
+    return Table(
+        "convnet.cliff",
+        f"The scan cliff: one conv layer (5×5, 32→64 channels, 14×14, batch {CLIFF_BATCH}), "
+        "forward + both gradients, ms/step (medians)",
+        [
+            "conv",
+            "loop of jitted steps",
+            f"rolled scan ({CLIFF_STEPS} steps)",
+            "scan / loop",
+            "first call loop s",
+            "first call scan s",
+        ],
+        rows,
+        [
+            "lax.conv: autodiff's weight-gradient conv has dimension numbers "
+            "[f,0,1,b]x[i,0,1,o]->[0,1,b,f], which XLA:CPU runs on a slow generic path inside a "
+            "while loop (jax-ml/jax#12868). canonical-VJP conv: the same lax.conv with a custom "
+            "VJP whose two backward convs are NHWC/HWIO after explicit transposes (a proposal, "
+            "`bench.bench_convnet.canonical_vjp_conv`).",
+            f"vmap rows: {CLIFF_MEMBERS} members with their own kernels and inputs, as "
+            "`jaxdl.sweep` trains a population (per step of the whole population). Vmapped, "
+            "lax.conv becomes a grouped conv; lax.conv's vmapped scan is left out (seconds per "
+            "step).",
+            f"{repeats} interleaved repeats of {CLIFF_STEPS} steps. The whole ConvNet with "
+            "lax.conv in a rolled scan: `python -m bench.bench_convnet --full-scan` (slow).",
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(quick: bool = False) -> list[Table]:
+    """Times the ConvNet steps; returns the step, variant, scan and cliff tables."""
+    repeats = 3 if quick else 5
+    target_s = 0.2 if quick else 0.4
+    x, y = make_data()
+    runners, first = {}, {}
+    matmul, matmul_flops = common.matmul_runner()
+    runners["matmul"], first["matmul"] = matmul, None
+
+    def add(name, pair):
+        runners[name], first[name] = pair
+
+    dl = jaxdl_runners("auto", x, y, scan=not quick)
+    add("jaxdl", dl["step"])
+    if not quick:
+        add("jaxdl_xla", jaxdl_runners("xla", x, y, scan=False)["step"])
+    add("hand", hand_runners("lax.conv", "reduce_window", x, y, scan=False)["step"])
+    torch_run = torch_runner(x, y)
+    if torch_run is not None:
+        add("torch", torch_run)
+    ablations = (
+        []
+        if quick
+        else [
+            ("lax.conv", "reshape-max"),
+            ("im2col", "reduce_window"),
+            ("im2col", "reshape-max"),
+            ("canonical-VJP conv", "reshape-max"),
+        ]
+    )
+    canonical_run = None
+    for conv, pool in ablations:
+        pair = hand_runners(conv, pool, x, y, scan=conv.startswith("canonical"))
+        add(f"hand {conv} + {pool}", pair["step"])
+        canonical_run = pair if conv.startswith("canonical") else canonical_run
+    t = common.interleave(runners, repeats=repeats, target_s=target_s)
+    med = {name: timing.median for name, timing in t.items()}
+    spreads = [timing.spread for timing in t.values()]
+
+    hand_over_dl, noise = common.paired_ratio(t["hand"], t["jaxdl"])
+    dl_torch = common.paired_ratio(t["jaxdl"], t["torch"])[0] if "torch" in t else None
+    torch_notes = [common.TORCH_NOTE] if common.import_torch() else [common.TORCH_MISSING]
+    tables = [
+        Table(
+            "convnet.step",
+            "ConvNet train step (Adam, batch 128), ms/step (median)",
+            [
+                "config",
+                "jaxdl impl=auto",
+                "jaxdl impl=xla",
+                "hand-written lax.conv",
+                "PyTorch eager",
+                "hand / jaxdl",
+                "target",
+                "jaxdl / PyTorch",
+                "target",
+                "noise",
+            ],
+            [
+                [
+                    "LeNet-style ConvNet, batch 128",
+                    ms(med["jaxdl"]),
+                    ms(med.get("jaxdl_xla")),
+                    ms(med["hand"]),
+                    ms(med.get("torch")),
+                    hand_over_dl,
+                    verdict(hand_over_dl, TARGET_VS_HAND, at_most=False),
+                    dl_torch,
+                    verdict(dl_torch, TARGET_VS_TORCH),
+                    f"±{noise / 2:.0%}",
+                ]
+            ],
+            [
+                "28×28×1 → conv 5×5 32 → relu → max-pool 2 → conv 5×5 64 → relu → max-pool 2 → "
+                "dense 10; SAME padding. Loops of jitted steps (donated state), one fixed batch.",
+                "jaxdl: `jaxdl.convnet(channels=(32, 64), kernel=5)` (`impl='auto'`: im2col on "
+                "CPU); impl=xla: the same layers via `jaxdl.serial` and `conv2d(..., "
+                "impl='xla')`; hand-written: `lax.conv_general_dilated` + `lax.reduce_window` "
+                "max; PyTorch: `nn.Conv2d`/`nn.MaxPool2d`, NCHW.",
+                "hand / jaxdl > 1: jaxdl faster (median of per-repeat ratios); noise: ± half "
+                f"their relative IQR. {repeats} interleaved repeats of about {target_s:g} s; "
+                f"relative IQR of the samples: median {np.median(spreads):.0%}, "
+                f"max {np.max(spreads):.0%}.",
+                *torch_notes,
+            ],
+        )
+    ]
+    variants = [
+        ("jaxdl impl=auto (im2col on CPU, reshape-max pool)", "jaxdl"),
+        ("jaxdl impl=xla (lax.conv, reshape-max pool)", "jaxdl_xla"),
+        ("hand lax.conv + reduce_window", "hand"),
+        *((f"hand {c} + {p}", f"hand {c} + {p}") for c, p in ablations),
+        ("PyTorch eager", "torch"),
+    ]
+    rows = [
+        [
+            label,
+            ms(med[name]),
+            common.paired_ratio(t[name], t["hand"])[0],
+            BATCH / med[name],
+            FLOPS / med[name] / 1e9,
+            common.fraction_of_peak(FLOPS, t[name], matmul_flops, t["matmul"]),
+            first[name],
+        ]
+        for label, name in variants
+        if name in t
+    ]
+    tables.append(
+        Table(
+            "convnet.variants",
+            "ConvNet variants (loop of jitted steps): what each conv and pooling buys",
+            [
+                "variant",
+                "ms/step",
+                "/ hand lax.conv",
+                "ex/s",
+                "GFLOP/s",
+                "/ matmul",
+                "first call s",
+            ],
+            rows,
+            [
+                f"FLOPs per step: 3 × forward ({forward_flops() / 1e6:.1f} MFLOP/example) × "
+                f"{BATCH}. / matmul: achieved FLOP/s over a 2048² `jnp.matmul`'s in the same "
+                f"interleaved repeats ({matmul_flops / med['matmul'] / 1e9:.0f} GFLOP/s median).",
+                "First call: trace + compile + first run, in the warm benchmark process.",
+                "canonical-VJP conv: a proposal for jaxdl's conv (see the cliff table).",
+            ],
+        )
+    )
+    if not quick:
+        scan_runners = {
+            "jaxdl": dl["step"][0],
+            "jaxdl_chunk": dl["chunk"][0],
+            "canonical": canonical_run["step"][0],
+            "canonical_scan": canonical_run["scan"][0],
+        }
+        s = common.interleave(scan_runners, repeats=3, numbers=dict.fromkeys(scan_runners, 5))
+        scan_rows = [
+            [
+                label,
+                ms(s[loop].median),
+                ms(s[rolled].median),
+                common.paired_ratio(s[rolled], s[loop])[0],
+                first_loop,
+                first_rolled,
+            ]
+            for label, loop, rolled, first_loop, first_rolled in [
+                (
+                    "jaxdl impl=auto, `make_chunk`",
+                    "jaxdl",
+                    "jaxdl_chunk",
+                    dl["step"][1],
+                    dl["chunk"][1],
+                ),
+                (
+                    "hand canonical-VJP conv + reshape-max",
+                    "canonical",
+                    "canonical_scan",
+                    canonical_run["step"][1],
+                    canonical_run["scan"][1],
+                ),
+            ]
+        ]
+        tables.append(
+            Table(
+                "convnet.scan",
+                f"ConvNet: rolled scan of {SCAN_STEPS} steps vs a loop of jitted steps, "
+                "ms/step (medians)",
+                [
+                    "variant",
+                    "loop",
+                    "rolled scan",
+                    "scan / loop",
+                    "first call loop s",
+                    "first call scan s",
+                ],
+                scan_rows,
+                [
+                    "jaxdl: `make_chunk` (batches drawn on the device); hand: `lax.scan` over "
+                    f"precomputed batch indices; 3 interleaved repeats of {SCAN_STEPS} steps.",
+                    "lax.conv (jaxdl impl=xla or hand-written) is not in this table: in a "
+                    "rolled scan the whole ConvNet takes seconds per step and tens of seconds "
+                    "to compile; see the cliff table and NOTES.md.",
+                ],
+            )
+        )
+        tables.append(cliff_table(repeats=3))
+    return tables
+
+
+def full_scan(steps: int = 2) -> None:
+    """Prints the whole ConvNet's lax.conv step in a loop vs a rolled scan (minutes)."""
+    x, y = make_data()
+    rows = {}
+    for conv in ("lax.conv", "canonical-VJP conv"):
+        pair = hand_runners(conv, "reshape-max", x, y, scan=True)
+        print(f"{conv}: first call step {pair['step'][1]:.1f} s, scan {pair['scan'][1]:.1f} s")
+        rows[conv], rows[conv + " scan"] = pair["step"][0], pair["scan"][0]
+    t = common.interleave(rows, repeats=2, numbers=dict.fromkeys(rows, steps))
+    for name, timing in t.items():
+        print(f"{name}: {ms(timing.median):.0f} ms/step")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="ConvNet benchmark tables.")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--full-scan", action="store_true", help="the whole-model lax.conv scan")
+    args = parser.parse_args()
+    if args.full_scan:
+        full_scan()
+    else:
+        for table in run(args.quick):
+            print(table.markdown())

@@ -1,0 +1,123 @@
+"""Runs the benchmarks and writes their tables: ``python -m bench.run [--quick] [--only a,b]``.
+
+Each benchmark is a module exposing ``run(quick: bool) -> list[bench.common.Table]``, listed in
+`BENCHMARKS` by name. A module that is not there (``bench.bench_sweep`` until it is added) is
+skipped with a note, so adding a benchmark is one file plus, at most, one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+from bench import common
+from jaxdl.io import write_atomic
+
+BENCHMARKS: dict[str, str] = {  # name (for --only) -> module exposing run(quick) -> [Table]
+    "mlp": "bench.bench_mlp",
+    "convnet": "bench.bench_convnet",
+    "startup": "bench.bench_startup",
+    "sweep": "bench.bench_sweep",
+}
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def register(name: str, module: str) -> None:
+    """Adds (or replaces) a benchmark: ``module`` must expose ``run(quick: bool) -> [Table]``."""
+    BENCHMARKS[name] = module
+
+
+def load(name: str):
+    """The benchmark module called ``name``, or ``None`` if its file does not exist."""
+    module = BENCHMARKS[name]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name == module:  # the module itself is missing, not one of its imports
+            return None
+        raise
+
+
+def machine_table(info: dict, peak: dict) -> common.Table:
+    rows = [
+        ["CPU", info["cpu"]],
+        ["cores (os.cpu_count)", info["cores"]],
+        ["1-min load average at start", info["load_avg_1m"]],
+        ["JAX / backend", f"{info['jax']} / {info['backend']}"],
+        ["PyTorch (threads)", f"{info['torch']} ({info['torch_threads']})"],
+        ["float32 matmul 2048², jnp (GFLOP/s, median)", peak["jax_gflops"]],
+        ["float32 matmul 2048², jnp (GFLOP/s, best)", peak["jax_best_gflops"]],
+        ["float32 matmul 2048², torch (GFLOP/s, median)", peak.get("torch_gflops")],
+    ]
+    return common.Table("machine", "Machine", ["what", "value"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and configs (~1 min)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument(
+        "--out", default=RESULTS, help="folder of cpu.md and cpu.json (default bench/results)"
+    )
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+
+    started = time.perf_counter()
+    info = common.machine()
+    peak = common.matmul_peak(repeats=5 if args.quick else 9)
+    tables = [machine_table(info, peak)]
+    print(tables[0].markdown(), flush=True)
+    skipped, seconds = [], {}
+    for name in names:
+        module = load(name)
+        if module is None:
+            skipped.append(name)
+            print(f"({name}: {BENCHMARKS[name]} not present, skipped)\n", flush=True)
+            continue
+        t0 = time.perf_counter()
+        for table in module.run(args.quick):
+            tables.append(table)
+            print(table.markdown(), flush=True)
+        seconds[name] = time.perf_counter() - t0
+    total = time.perf_counter() - started
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    footer = (
+        f"Total {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
+        f"{'--quick; ' if args.quick else ''}1-min load average {info['load_avg_1m']:.1f} at "
+        f"start, {load_end:.1f} at end."
+    )
+    print(footer)
+
+    suffix = "-quick" if args.quick else ""
+    report = "\n".join(
+        [f"# jaxdl benchmarks (CPU){' — quick' if args.quick else ''}", "", footer, ""]
+        + [t.markdown() for t in tables]
+    )
+    record = {
+        "quick": args.quick,
+        "machine": {**info, "load_avg_1m_end": load_end, **peak},
+        "seconds": {**seconds, "total": total},
+        "skipped": skipped,
+        "tables": {t.key: t.jsonable() for t in tables},
+    }
+    if args.only:  # a partial run does not overwrite the full results
+        suffix += "-" + "-".join(names)
+    os.makedirs(args.out, exist_ok=True)
+    write_atomic(os.path.join(args.out, f"cpu{suffix}.md"), report)
+    write_atomic(os.path.join(args.out, f"cpu{suffix}.json"), json.dumps(record, indent=1) + "\n")
+    print(f"wrote {os.path.join(args.out, f'cpu{suffix}.md')} and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
