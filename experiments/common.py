@@ -1,0 +1,242 @@
+"""What every study shares: atomic writes of its output folder, JSON-safe results, Markdown tables,
+matplotlib figures as PNG, mean ± std across seeds, and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and
+    ``os.replace``, so a reader never sees a half-written file (a crash leaves the old one).
+
+    Args:
+      path: the file to (over)write; its folder must exist.
+      data: text (written as UTF-8) or bytes.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy/JAX arrays as (nested) lists, tuples as lists, dataclasses as dicts,
+    and non-finite floats as ``None`` (JSON has no NaN)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, jax.Array | np.ndarray):
+        return to_jsonable(np.asarray(value).tolist())
+    if isinstance(value, list | tuple | range):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) over seeds."""
+    x = np.asarray(values, np.float64)
+    return float(np.mean(x)), float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+
+
+def pct(values: Sequence[float]) -> str:
+    """Accuracies in ``[0, 1]`` as ``"93.4 ± 0.5"`` (percent, mean ± std over seeds)."""
+    mean, std = mean_std(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def geomean(values: Sequence[float]) -> float:
+    """Geometric mean: the average of ratios that span orders of magnitude (NaN if any is not
+    positive and finite)."""
+    x = np.asarray(values, np.float64)
+    if x.size == 0 or not np.all(np.isfinite(x) & (x > 0)):
+        return math.nan
+    return float(np.exp(np.mean(np.log(x))))
+
+
+def sci(value: float) -> str:
+    """A number for a table: ``1.2e-05``; ``n/a`` when not finite."""
+    return f"{value:.2g}" if math.isfinite(value) else "n/a"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows of dicts as a Markdown table (columns: those of the first row unless given)."""
+    if not rows:
+        return ""
+    columns = list(columns or rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(figure) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def write_outputs(
+    out_dir: str | os.PathLike,
+    results: Mapping[str, Any],
+    markdown: str,
+    figures: Mapping[str, bytes],
+) -> list[str]:
+    """Writes a study's folder: ``results.json``, ``results.md`` and one PNG per figure, each
+    atomically.
+
+    Args:
+      out_dir: the folder (created if missing).
+      results: the study's results (made JSON-safe with `to_jsonable`).
+      markdown: the tables, as Markdown text.
+      figures: ``{file_name: png_bytes}``.
+
+    Returns:
+      The paths written.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name, data in (
+        ("results.json", json.dumps(to_jsonable(results), indent=1) + "\n"),
+        ("results.md", markdown.rstrip() + "\n"),
+        *figures.items(),
+    ):
+        path = os.path.join(out_dir, name)
+        write_atomic(path, data)
+        written.append(path)
+    return written
+
+
+def init_key(seed: int) -> jax.Array:
+    """The init key of seed ``seed`` as `jaxdl.fit` and `jaxdl.sweep` derive it, so networks
+    built here start from the same weights as the sweep's members."""
+    return jax.random.split(jax.random.key(seed))[0]
+
+
+class Stopwatch:
+    """Wall-clock seconds since creation: ``Stopwatch().seconds()``."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 1)
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    """``text`` read as the type of the field's current value (tuples: comma-separated)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(current, tuple):
+        kinds = {type(v) for v in current} or {str}
+        kind = kinds.pop() if len(kinds) == 1 else str
+        return tuple(kind(part) for part in text.split(",") if part)
+    if current is None:
+        return text
+    return type(current)(text)
+
+
+def override(config: Any, assignments: Sequence[str]) -> Any:
+    """``config`` (a frozen dataclass) with ``key=value`` assignments applied.
+
+    Args:
+      config: the study's config.
+      assignments: ``["steps=500", "depths=2,8"]``; values take the field's type.
+
+    Returns:
+      A new config. An unknown key is an error that lists the valid ones.
+    """
+    valid = [f.name for f in dataclasses.fields(config)]
+    changes = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {assignment!r}")
+        if key not in valid:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+        changes[key] = _parse_value(text, getattr(config, key))
+    return dataclasses.replace(config, **changes)
+
+
+def main(
+    name: str,
+    config_cls: type,
+    run: Callable[[Any], Mapping[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> Mapping[str, Any]:
+    """The command line of a study: parses ``--quick``, ``--out`` and ``--set``, then calls
+    ``run``; the study prints its own table.
+
+    Args:
+      name: the study's module name (for the help text).
+      config_cls: its frozen config dataclass (with a ``quick()`` method).
+      run: its ``run(config) -> results``.
+      argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+      The results.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}")
+    parser.add_argument("--quick", action="store_true", help="the small version the tests run")
+    parser.add_argument("--out", help="output folder (default: the config's out_dir)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
+    )
+    args = parser.parse_args(argv)
+    config = config_cls()
+    if args.quick:
+        config = config.quick()
+    if args.out:
+        config = dataclasses.replace(config, out_dir=args.out)
+    try:
+        config = override(config, args.set)
+    except ValueError as error:
+        parser.error(str(error))
+    return run(config)

@@ -1,0 +1,193 @@
+"""The studies in `experiments/`: each quick run reproduces its headline result and writes its
+folder; the shared helpers (atomic writes, JSON, config overrides, CLI) behave.
+
+Each study runs once, in one test, so that pytest-xdist never runs it twice.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import jaxdl
+from experiments import common, feature_maps, mlp_vs_convnet, translation, vanishing_gradients
+
+
+def run_quick(module, tmp_path):
+    config = dataclasses.replace(module.Config().quick(), out_dir=str(tmp_path))
+    return config, module.run(config)
+
+
+def assert_written(folder, figures):
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)  # valid JSON (no NaN)
+    with open(os.path.join(folder, "results.md")) as f:
+        assert f.read().startswith("# ")
+    for name in figures:
+        with open(os.path.join(folder, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    assert not [n for n in os.listdir(folder) if n.startswith(".tmp-")]  # no temp file left
+    return results
+
+
+def test_vanishing_gradients_quick(tmp_path):
+    config, results = run_quick(vanishing_gradients, tmp_path)
+    by = {(r["depth"], r["activation"], r["init"]): r for r in results["records"]}
+    sigmoid, relu = by[(8, "sigmoid", "classic")], by[(8, "relu", "he_normal")]
+    # The headline: the first layer of a deep sigmoid net gets a vanishing share of the gradient,
+    # while He-initialised ReLU layers all get about the same.
+    assert sigmoid["ratio_init"] < 1e-2, sigmoid["ratio_init"]
+    assert 0.1 <= relu["ratio_init"] <= 10, relu["ratio_init"]
+    norms = np.asarray(sigmoid["grad_norm_init"])  # [seeds, layers]
+    assert np.all(np.diff(np.log(norms), axis=1) > 0), "sigmoid grads should grow toward output"
+    # ... and so the deep sigmoid net does not learn in the budget, the ReLU net does.
+    assert np.mean(sigmoid["test_accuracy"]) < 0.2
+    assert np.mean(relu["test_accuracy"]) > 0.8
+    # Deeper is worse for sigmoid/classic.
+    assert by[(2, "sigmoid", "classic")]["ratio_init"] > 100 * sigmoid["ratio_init"]
+    figures = ["grad_norms_init.png", "grad_norms_training.png", "backprop_init.png"]
+    written = assert_written(config.out_dir, [*figures, "accuracy_vs_depth.png", "saturation.png"])
+    assert len(written["records"]) == len(config.depths) * len(config.inits) * len(
+        config.activations
+    )
+
+
+def test_vanishing_gradients_member_equals_fit():
+    """A member of a vmapped (depth, activation) group is the network `jaxdl.fit` trains alone."""
+    config = dataclasses.replace(
+        vanishing_gradients.Config(),
+        inits=("classic", "he_normal"),
+        seeds=2,
+        steps=50,
+        chunk_steps=50,
+    )
+    data = jaxdl.data.load("digits")
+    group = vanishing_gradients.train_group(
+        config, data, jaxdl.train.to_device(data), depth=1, activation="tanh"
+    )
+    train_config = jaxdl.TrainConfig(
+        steps=50, batch_size=config.batch_size, optimizer="sgd", chunk_steps=50
+    )
+    model = jaxdl.mlp((config.width,), 10, "tanh", "he_normal")
+    state, _ = jaxdl.fit(model, data, train_config, jaxdl.Hparams(lr=config.lr), seed=1)
+    index = group["members"].index(("he_normal", 1))
+    member = jax.tree.map(lambda p: p[index], group["final_params"])
+    for a, b in zip(jax.tree.leaves(member), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_vs_convnet_quick(tmp_path):
+    config, results = run_quick(mlp_vs_convnet, tmp_path)
+    acc = {(r["data"], r["model"]): np.mean(r["test_accuracy"]) for r in results["records"]}
+    # Local, shared features win where the information is local ...
+    assert acc[("mnist1d", "convnet")] > acc[("mnist1d", "mlp")] + 0.1, acc
+    # ... and loses most of that edge when a fixed permutation scrambles locality.
+    assert acc[("mnist1d", "convnet")] > acc[("mnist1d_shuffled", "convnet")] + 0.1, acc
+    written = assert_written(config.out_dir, ["accuracy.png"])
+    assert written["reproduced"] is False  # the quick budget is too short to count
+    published = {(r["data"], r["model"]): r["published"] for r in written["records"]}
+    assert published[("mnist1d", "convnet")] == 94.0
+
+
+def test_translation_quick(tmp_path):
+    config, results = run_quick(translation, tmp_path)
+    for row in results["equivariance"]:
+        if row["stride"] == 1 or row["shift"] % 2 == 0:
+            assert row["max_abs_error"] < 1e-5, row  # equivariant away from the borders
+        else:
+            assert row["relative_error"] > 0.1, row  # stride 2 and an odd shift: not
+    changes = {
+        (r["pool"], r["window"], r["shift"]): r["relative_change"] for r in results["invariance"]
+    }
+    for kind in ("max", "avg"):
+        assert changes[(kind, 2, 1)] < changes[(kind, 1, 1)]  # pooling reduces the change
+        assert changes[(kind, 24, 3)] < 1e-5  # global pooling: invariant
+    acc = {label: np.asarray(a) for label, a in results["accuracy"].items()}  # [seeds, shifts]
+    mlp, convnet = acc["mlp"].mean(0), acc["convnet (max pool)"].mean(0)
+    assert mlp[0] > 0.9 and convnet[0] > 0.9  # both learn the centred digits
+    assert np.all(convnet[1:] > mlp[1:] + 0.05), (convnet, mlp)  # the ConvNet degrades less
+    assert_written(config.out_dir, ["translation.png"])
+
+
+def test_translation_helpers():
+    x = np.arange(2 * 4 * 5 * 1, dtype=np.float32).reshape(2, 4, 5, 1)
+    moved = np.asarray(translation.translate(x, 1, -2))  # down 1, left 2
+    np.testing.assert_array_equal(moved[:, 1:, :3], x[:, :3, 2:])
+    assert np.all(moved[:, 0] == 0) and np.all(moved[:, :, 3:] == 0)
+    assert translation.pad_digits(np.ones((3, 8, 8, 1), np.float32), 3).shape == (3, 14, 14, 1)
+
+
+def test_feature_maps_quick(tmp_path):
+    config, results = run_quick(feature_maps, tmp_path)
+    sets = results["filter_sets"]
+    random, adam, decayed = (
+        sets["random (init)"],
+        sets["learned, Adam"],
+        sets["learned, AdamW wd 1"],
+    )
+    assert adam["test_accuracy"] > 0.9 and decayed["test_accuracy"] > 0.9
+    # The learned filters are not the random ones they started from ...
+    assert adam["relative_change"] > 0.1, adam
+    assert decayed["relative_change"] > 0.3, decayed
+    # ... and, once weight decay has worn the random start away, smoother than random ones.
+    assert abs(random["neighbour_correlation"]) < 0.1, random
+    assert decayed["neighbour_correlation"] > random["neighbour_correlation"] + 0.1, decayed
+    # Any first-layer features, learned or random, beat raw pixels for a linear read-out.
+    assert min(s["probe_accuracy"] for s in sets.values()) > results["raw_pixel_readout_accuracy"]
+    assert_written(config.out_dir, ["filters.png", "feature_maps.png"])
+
+
+def test_feature_maps_entries_are_convnet():
+    entries = feature_maps.convnet_entries((4, 4), 10)
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    key = jax.random.key(3)
+    ours, _ = jax.jit(jaxdl.serial(*entries).init)(key, x)
+    theirs, _ = jax.jit(jaxdl.convnet((4, 4)).init)(key, x)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_neighbour_correlation():
+    smooth = np.ones((5, 5, 1, 2)) * np.linspace(0, 1, 5)[:, None, None, None]
+    assert feature_maps.neighbour_correlation(smooth) > 0.4
+    noise = np.random.default_rng(0).normal(size=(5, 5, 1, 256))
+    assert abs(feature_maps.neighbour_correlation(noise)) < 0.05
+
+
+def test_write_atomic_and_json(tmp_path):
+    path = tmp_path / "a.json"
+    common.write_atomic(path, "old")
+    common.write_atomic(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["a.json"]
+    value = common.to_jsonable({"x": np.array([1.0, np.nan]), "t": (1, math.inf), "n": np.int32(3)})
+    assert value == {"x": [1.0, None], "t": [1, None], "n": 3}
+    json.dumps(value, allow_nan=False)
+
+
+def test_override_and_cli():
+    config = common.override(vanishing_gradients.Config(), ["steps=300", "depths=2,8"])
+    assert config.steps == 300 and config.depths == (2, 8)
+    with pytest.raises(ValueError, match="valid keys: data, depths"):
+        common.override(config, ["stpes=3"])
+    parsed = common.main(
+        "vanishing_gradients",
+        vanishing_gradients.Config,
+        lambda c: c,
+        ["--quick", "--out", "somewhere", "--set", "lr=0.5"],
+    )
+    assert parsed.out_dir == "somewhere" and parsed.lr == 0.5 and parsed.depths == (2, 8)
+    with pytest.raises(SystemExit):
+        common.main("x", vanishing_gradients.Config, lambda c: c, ["--set", "nope=1"])
+
+
+def test_summary_helpers():
+    assert common.pct([0.5, 0.7]) == "60.0 ± 14.1"
+    assert common.geomean([1e-2, 1.0]) == pytest.approx(0.1)
+    assert math.isnan(common.geomean([1.0, -1.0]))
+    assert common.markdown_table([{"a": 1, "b": 0.5}]) == "| a | b |\n|---|---|\n| 1 | 0.5 |"
