@@ -1,15 +1,13 @@
-"""What every study shares: atomic writes of its output folder, JSON-safe results, Markdown tables,
-matplotlib figures as PNG, mean ± std across seeds, and the command line."""
+"""What every study shares: its output folder (written atomically through `jaxdl.io`), Markdown
+tables, matplotlib figures as PNG, mean ± std across seeds, and the command line."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import io
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,49 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and
-    ``os.replace``, so a reader never sees a half-written file (a crash leaves the old one).
-
-    Args:
-      path: the file to (over)write; its folder must exist.
-      data: text (written as UTF-8) or bytes.
-    """
-    payload = data.encode() if isinstance(data, str) else data
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` with numpy/JAX arrays as (nested) lists, tuples as lists, dataclasses as dicts,
-    and non-finite floats as ``None`` (JSON has no NaN)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, jax.Array | np.ndarray):
-        return to_jsonable(np.asarray(value).tolist())
-    if isinstance(value, list | tuple | range):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return to_jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
+from jaxdl.io import write_atomic, write_json_atomic
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -128,11 +84,12 @@ def write_outputs(
     figures: Mapping[str, bytes],
 ) -> list[str]:
     """Writes a study's folder: ``results.json``, ``results.md`` and one PNG per figure, each
-    atomically.
+    atomically (`jaxdl.io.write_atomic`).
 
     Args:
       out_dir: the folder (created if missing).
-      results: the study's results (made JSON-safe with `to_jsonable`).
+      results: the study's results (made strict JSON by `jaxdl.io.to_jsonable`: arrays as
+        lists, tuples as lists, dataclasses as dicts, NaN and inf as null).
       markdown: the tables, as Markdown text.
       figures: ``{file_name: png_bytes}``.
 
@@ -140,12 +97,10 @@ def write_outputs(
       The paths written.
     """
     os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for name, data in (
-        ("results.json", json.dumps(to_jsonable(results), indent=1) + "\n"),
-        ("results.md", markdown.rstrip() + "\n"),
-        *figures.items(),
-    ):
+    json_path = os.path.join(out_dir, "results.json")
+    write_json_atomic(json_path, results, indent=1)
+    written = [json_path]
+    for name, data in (("results.md", markdown.rstrip() + "\n"), *figures.items()):
         path = os.path.join(out_dir, name)
         write_atomic(path, data)
         written.append(path)

@@ -2,10 +2,10 @@
 
 MLPs of several depths, activations and initialisers, several seeds each, trained with plain
 SGD; for each (depth, activation) every init x seed is one member of a single vmapped program.
-Measured per layer: the weight-gradient norm at
-initialisation (one fixed batch) and during training, the back-propagated gradient
-``dL/dz`` of each pre-activation, and the fraction of saturated units; per network, the test
-accuracy after a fixed budget. Compare with Glorot & Bengio (2010).
+Measured per layer: the weight-gradient norm at initialisation (one fixed batch) and during
+training, the back-propagated gradient ``dL/dz`` of each pre-activation, the mean slope act'(z)
+and the fraction of saturated units; per network, the test accuracy after a fixed budget.
+Compare with Glorot & Bengio (2010).
 
     python -m experiments.vanishing_gradients [--quick] [--out DIR] [--set KEY=VALUE]
 """
@@ -56,7 +56,7 @@ class Config:
     out_dir: str = f"runs/experiments/{NAME}"  # where results.json, results.md, PNGs go
 
     def quick(self) -> Config:
-        """The version the tests run (about 20 s): two depths, two seeds, few steps."""
+        """The version the tests run: two depths, activations and inits, two seeds, few steps."""
         return dataclasses.replace(
             self,
             depths=(2, 8),
@@ -68,9 +68,10 @@ class Config:
 
 
 def forward(entries, params, state, x, shifts):
-    """Logits of ``serial(*entries)`` with ``shifts[name]`` added to the output of each layer
-    named in ``shifts``: with zero shifts this is the plain forward pass, and the gradient with
-    respect to ``shifts["dense3"]`` is the back-propagated gradient ``dL/dz`` at ``dense3``."""
+    """Logits ``[B, classes]`` of ``serial(*entries)`` on ``x`` ``[B, ...features]``, with
+    ``shifts[name]`` (``[B, width]``) added to the output of each layer named in ``shifts``: with
+    zero shifts this is the plain forward pass, and the gradient with respect to
+    ``shifts["dense3"]`` is the back-propagated gradient ``dL/dz`` at ``dense3``."""
     for name, layer in entries:
         x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x)
         if name in shifts:
@@ -142,6 +143,13 @@ def train_group(config: Config, data, device_data, depth: int, activation: str) 
     started from different initialisers share one compiled chunk; each member's initial state is
     `jaxdl.init_state` of its own model with the keys `jaxdl.fit` derives from its seed, so a
     member equals ``jaxdl.fit(mlp(..., init=init), data, config, seed=seed)``.
+
+    Args:
+      config: the study's `Config` (width, inits, seeds, steps, optimizer, lr...).
+      data: the `jaxdl.data.Dataset`.
+      device_data: its arrays on the device (`jaxdl.train.to_device`).
+      depth: number of hidden layers.
+      activation: their activation.
 
     Returns:
       ``{"members": [(init, seed)], "init_params", "final_params"`` (stacked ``[members, ...]``),

@@ -30,7 +30,7 @@ def assert_written(folder, figures):
     for name in figures:
         with open(os.path.join(folder, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
-    assert not [n for n in os.listdir(folder) if n.startswith(".tmp-")]  # no temp file left
+    assert not [n for n in os.listdir(folder) if n.startswith(".")]  # no temp file left
     return results
 
 
@@ -159,15 +159,13 @@ def test_neighbour_correlation():
     assert abs(feature_maps.neighbour_correlation(noise)) < 0.05
 
 
-def test_write_atomic_and_json(tmp_path):
-    path = tmp_path / "a.json"
-    common.write_atomic(path, "old")
-    common.write_atomic(path, b"new")
-    assert path.read_bytes() == b"new"
-    assert os.listdir(tmp_path) == ["a.json"]
-    value = common.to_jsonable({"x": np.array([1.0, np.nan]), "t": (1, math.inf), "n": np.int32(3)})
-    assert value == {"x": [1.0, None], "t": [1, None], "n": 3}
-    json.dumps(value, allow_nan=False)
+def test_write_outputs(tmp_path):
+    results = {"x": np.array([1.0, np.nan]), "t": (1, math.inf), "n": np.int32(3)}
+    written = common.write_outputs(tmp_path / "out", results, "# t\n\n| a |", {"p.png": b"png"})
+    assert sorted(os.listdir(tmp_path / "out")) == ["p.png", "results.json", "results.md"]
+    assert [os.path.basename(p) for p in written] == ["results.json", "results.md", "p.png"]
+    with open(tmp_path / "out" / "results.json") as f:
+        assert json.load(f) == {"x": [1.0, None], "t": [1, None], "n": 3}  # strict JSON
 
 
 def test_override_and_cli():
