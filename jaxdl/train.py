@@ -361,6 +361,36 @@ def evaluate(
     return {"loss": jnp.sum(loss_sums) / n, "accuracy": jnp.sum(correct_sums) / n}
 
 
+def evaluate_test(
+    model: Layer,
+    config: TrainConfig,
+    state: TrainState,
+    data: DeviceData,
+    loss_fn: LossFn = losses.softmax_cross_entropy,
+) -> dict[str, jax.Array]:
+    """`evaluate` of a run's state on the test split, in ``config.eval_batch_size`` batches.
+
+    Args:
+      model: the `Layer`.
+      config: the run's `TrainConfig`.
+      state: the run's `TrainState`.
+      data: the `DeviceData`.
+      loss_fn: ``loss_fn(logits, labels) -> scalar``.
+
+    Returns:
+      ``{"loss": (), "accuracy": ()}``.
+    """
+    return evaluate(
+        model,
+        state.params,
+        state.model_state,
+        data.x_test,
+        data.y_test,
+        batch_size=config.eval_batch_size,
+        loss_fn=loss_fn,
+    )
+
+
 def check_fits(config: TrainConfig, data: Dataset | DeviceData) -> None:
     """Raises before any compilation if the data set cannot feed ``config``'s batches."""
     num_train = data.x_train.shape[0]
@@ -448,15 +478,7 @@ def build_program(
         return init_state(model, config, hparams, example, init_key=init_key, data_key=data_key)
 
     def test_metrics(state, data):
-        return evaluate(
-            model,
-            state.params,
-            state.model_state,
-            data.x_test,
-            data.y_test,
-            batch_size=config.eval_batch_size,
-            loss_fn=loss_fn,
-        )
+        return evaluate_test(model, config, state, data, loss_fn)
 
     run = shared = None
     if mesh is not None:
@@ -672,15 +694,7 @@ def make_train(
 
         def body(state, _):
             state, metrics = chunk(state, hparams, data)
-            test = evaluate(
-                model,
-                state.params,
-                state.model_state,
-                data.x_test,
-                data.y_test,
-                batch_size=config.eval_batch_size,
-                loss_fn=loss_fn,
-            )
+            test = evaluate_test(model, config, state, data, loss_fn)
             metrics = {**metrics, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
             return state, metrics
 
