@@ -1,0 +1,219 @@
+"""Programs: the jitted init, chunks and evaluation of a run (or a vmapped population of runs),
+and the host loop that drives them chunk by chunk, evaluating when due.
+
+`jaxdl.train.fit` and `jaxdl.sweep` both run a `Program`, so a member of a sweep executes the
+same compiled pieces as a run trained alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxdl import losses, sharding
+from jaxdl.data.batching import steps_per_epoch
+from jaxdl.data.dataset import Dataset
+from jaxdl.data.device import DeviceData
+from jaxdl.evaluation import evaluate_test
+from jaxdl.step import Hparams, LossFn, TrainConfig, TrainState, init_state, make_chunk
+from jaxdl.types import Layer
+
+
+def check_fits(config: TrainConfig, data: Dataset | DeviceData) -> None:
+    """Raises before any compilation if the data set cannot feed ``config``'s batches."""
+    num_train = data.x_train.shape[0]
+    steps_per_epoch(num_train, config.batch_size)  # raises DataError naming both numbers
+
+
+def chunk_plan(config: TrainConfig) -> list[int]:
+    """Lengths of the chunks of a run: ``chunk_steps`` each, the last one shorter if need be."""
+    size = min(config.chunk_steps, config.steps)
+    full, rest = divmod(config.steps, size)
+    return [size] * full + ([rest] if rest else [])
+
+
+def eval_due(config: TrainConfig, step_before: int, step_after: int) -> bool:
+    """Whether an evaluation falls in ``(step_before, step_after]`` or the run ends there."""
+    return (
+        step_after // config.eval_every > step_before // config.eval_every
+        or step_after == config.steps
+    )
+
+
+class History(dict):
+    """A run's metrics: ``step``, ``loss``, ``train_accuracy`` (``[chunks]``), ``eval_step``,
+    ``test_loss``, ``test_accuracy`` (``[evaluations]``), ``grad_norm`` ``{layer: [chunks]}``;
+    with a leading ``[members]`` axis in a sweep. Numpy arrays."""
+
+
+def stack_history(chunks: list[dict], evals: list[dict]) -> History:
+    """Stacks per-chunk and per-evaluation records (dicts of arrays) along a new leading axis."""
+
+    def stack(records):
+        return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], axis=-1), *records)
+
+    history = History()
+    if chunks:
+        history.update(stack(chunks))
+    if evals:
+        history.update(stack(evals))
+    return history
+
+
+class Program(NamedTuple):
+    """The compiled pieces of a run, possibly vmapped over a population of members.
+
+    Attributes:
+      init: ``init(init_key, data_key, hparams) -> TrainState``.
+      chunks: ``{num_steps: chunk(state, hparams, data) -> (state, metrics)}``.
+      evaluate: ``evaluate(state, data) -> {"loss", "accuracy"}`` on the test split.
+    """
+
+    init: Callable
+    chunks: dict[int, Callable]
+    evaluate: Callable
+
+
+def build_program(
+    model: Layer,
+    config: TrainConfig,
+    example: Any,
+    *,
+    loss_fn: LossFn = losses.softmax_cross_entropy,
+    population: bool = False,
+    mesh: Mesh | None = None,
+) -> Program:
+    """Jitted init, chunk and evaluation functions of one run, or of a population of runs.
+
+    Args:
+      model: the `Layer` to train.
+      config: the run's `TrainConfig`.
+      example: an example input ``[batch, ...features]`` (shape and dtype only).
+      loss_fn: ``loss_fn(logits, labels) -> scalar``.
+      population: vmap every function over a leading ``[members]`` axis of keys, hparams and
+        state (the data is shared).
+      mesh: a `jaxdl.sharding.make_mesh` mesh to run on: batches split along ``data``, members
+        along ``members``; the functions then expect inputs placed as `jaxdl.sharding` says
+        (`to_device` with the mesh, `jaxdl.sharding.place_run`). ``None``: the default device.
+
+    Returns:
+      A `Program`.
+    """
+    if mesh is not None:
+        sharding.check_program(mesh, batch_size=config.batch_size, population=population)
+
+    def init(init_key, data_key, hparams):
+        return init_state(model, config, hparams, example, init_key=init_key, data_key=data_key)
+
+    def test_metrics(state, data):
+        return evaluate_test(model, config, state, data, loss_fn)
+
+    run = shared = None
+    if mesh is not None:
+        run = sharding.run_sharding(mesh, population=population)
+        shared = sharding.shared_sharding(mesh)
+
+    def jitted(fn, in_axes, out_shardings, **jit_kwargs):
+        """jit of ``fn`` (vmapped in a population); on a mesh, per-run arguments (``in_axes`` 0)
+        go on `run`, shared ones (the data) on `shared`."""
+        if population:
+            spmd_axis = None if mesh is None else sharding.MEMBERS
+            fn = jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd_axis)
+        if mesh is not None:
+            jit_kwargs["in_shardings"] = tuple(run if a == 0 else shared for a in in_axes)
+            jit_kwargs["out_shardings"] = out_shardings
+        return jax.jit(fn, **jit_kwargs)
+
+    chunks = {
+        n: jitted(
+            make_chunk(model, config, n, loss_fn, mesh=mesh),
+            (0, 0, None),
+            (run, shared),
+            donate_argnums=0,
+        )
+        for n in set(chunk_plan(config))
+    }
+    return Program(
+        jitted(init, (0, 0, 0), run),
+        chunks,
+        jitted(test_metrics, (0, None), shared),
+    )
+
+
+ChunkCallback = Callable[[int, dict[str, Any]], None]
+
+
+def run_program(
+    program: Program,
+    config: TrainConfig,
+    state: TrainState,
+    hparams: Hparams,
+    data: DeviceData,
+    *,
+    on_chunk: ChunkCallback | None = None,
+    stop_on_divergence: bool = False,
+    on_state: Callable[[int, TrainState], None] | None = None,
+) -> tuple[TrainState, History, dict[str, float]]:
+    """Runs a program's chunks from ``state`` to ``config.steps``, evaluating when due.
+
+    Args:
+      program: from `build_program`.
+      config: the run's `TrainConfig`.
+      state: the state to start from (step 0, or a restored checkpoint).
+      hparams: the run's `Hparams` (arrays).
+      data: the `DeviceData`.
+      on_chunk: called after every chunk with the step reached and that chunk's metrics (plus
+        ``test_accuracy`` when an evaluation ran); for progress bars and logs.
+      stop_on_divergence: stop after the chunk in which every member diverged.
+      on_state: called after every chunk with the step reached and the state (checkpointing).
+
+    Returns:
+      ``(final state, History, timings)`` where timings holds ``compile_s`` (first chunk, which
+      includes compilation) and ``run_s`` (the rest), in seconds.
+    """
+    chunks, evals = [], []
+    timings = {"compile_s": 0.0, "run_s": 0.0}
+    step = int(np.min(sharding.fetch(state.step)))
+    plan = chunk_plan(config)
+    done = 0
+    for size in plan:
+        if done + size <= step:  # a restored state is already past this chunk
+            done += size
+            continue
+        started = time.perf_counter()
+        state, metrics = program.chunks[size](state, hparams, data)
+        metrics = jax.device_get(metrics)
+        timings["compile_s" if not chunks else "run_s"] += time.perf_counter() - started
+        before, done = done, done + size
+        at = np.full(np.shape(metrics["loss"]), done)  # () for a run, [members] for a population
+        record = {
+            "step": at,
+            "loss": metrics["loss"],
+            "train_accuracy": metrics["accuracy"],
+        }
+        if "grad_norm" in metrics:
+            record["grad_norm"] = metrics["grad_norm"]
+        chunks.append(record)
+        report = dict(record)
+        if eval_due(config, before, done):
+            test = jax.device_get(program.evaluate(state, data))
+            evals.append(
+                {
+                    "eval_step": at,
+                    "test_loss": test["loss"],
+                    "test_accuracy": test["accuracy"],
+                }
+            )
+            report["test_accuracy"] = test["accuracy"]
+        if on_state is not None:
+            on_state(done, state)
+        if on_chunk is not None:
+            on_chunk(done, report)
+        if stop_on_divergence and np.all(sharding.fetch(state.diverged_at) >= 0):
+            break
+    return state, stack_history(chunks, evals), timings

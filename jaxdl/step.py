@@ -1,0 +1,280 @@
+"""The train step: traced hyper-parameters, the static config, the state a run carries, and the
+pure step and scanned chunk that advance it.
+
+``step(state, hparams, x, y)`` is one optimiser update; ``chunk(state, hparams, data)`` is a
+``lax.scan`` of steps over batches drawn on the device. Everything here is a pure function of its
+arguments, so a population of runs is its ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import Mesh
+
+from jaxdl import losses, optimizers, sharding
+from jaxdl.data.batching import chunk_indices
+from jaxdl.data.device import DeviceData
+from jaxdl.types import Layer
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class Hparams(NamedTuple):
+    """Hyper-parameters that may be traced (differ between the members of a sweep).
+
+    Attributes:
+      lr: peak learning rate, shape ``()``.
+      weight_decay: weight-decay coefficient, shape ``()``.
+      init_scale: multiplies every initial weight ``w`` (not biases or norm scales), shape ``()``.
+    """
+
+    lr: Any = 1e-3
+    weight_decay: Any = 0.0
+    init_scale: Any = 1.0
+
+    def as_arrays(self) -> Hparams:
+        """The same values as float32 arrays of shape ``()`` (or ``[members]``), for tracing."""
+        return Hparams(*(jnp.asarray(v, jnp.float32) for v in self))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What a run does, besides its traced `Hparams`. Every field is static (fixes the program)."""
+
+    steps: int = 2000  # training steps (one batch each)
+    batch_size: int = 128  # examples per step
+    optimizer: str = "adam"  # one of optimizers.OPTIMIZERS
+    schedule: str = "constant"  # one of optimizers.SCHEDULES
+    warmup_steps: int = 0  # linear warm-up length for "warmup_cosine"
+    momentum: float = 0.9  # for optimizer="momentum"
+    grad_clip: float | None = None  # clip gradients to this global norm; None: no clipping
+    chunk_steps: int = 100  # steps per compiled chunk: metrics and progress granularity
+    eval_every: int = 500  # steps between test evaluations (rounded up to whole chunks)
+    eval_batch_size: int = 1000  # examples per evaluation batch (memory, not results)
+    record_grad_norms: bool = False  # per-layer gradient norms in the history
+    unroll: int = 1  # lax.scan unroll within a chunk
+
+    def __post_init__(self):
+        optimizers.check_names(self.optimizer, self.schedule)
+        for field in ("steps", "batch_size", "chunk_steps", "eval_every", "eval_batch_size"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{field} must be a positive int, got {value!r}")
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries from step to step; a pytree of arrays.
+
+    Attributes:
+      params: the model's trainable parameters.
+      model_state: the model's non-trainable state (running statistics), ``{}`` if none.
+      opt_state: the optax optimiser state.
+      step: steps taken, shape ``()``, int32.
+      key: the run's data key: batch order and dropout of step ``s`` derive from it and ``s``.
+      diverged_at: first step whose loss or gradients were non-finite, ``-1`` if none, shape
+        ``()``, int32. From that step on the run is frozen (params stop changing).
+    """
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+    diverged_at: jax.Array
+
+
+def make_optimizer(config: TrainConfig, hparams: Hparams) -> optax.GradientTransformation:
+    """The optax optimiser of a run (built inside the trace so ``hparams`` may be traced).
+
+    Args:
+      config: the run's `TrainConfig`.
+      hparams: the run's `Hparams`.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    return optimizers.make(
+        config.optimizer,
+        hparams.lr,
+        steps=config.steps,
+        schedule=config.schedule,
+        warmup_steps=config.warmup_steps,
+        weight_decay=hparams.weight_decay,
+        momentum=config.momentum,
+        grad_clip=config.grad_clip,
+    )
+
+
+def _scale_weights(params, scale):
+    """Multiplies every leaf named ``w`` by ``scale``; other leaves (biases, norms) unchanged."""
+
+    def scaled(path, leaf):
+        is_weight = getattr(path[-1], "key", None) == "w"
+        return leaf * jnp.asarray(scale, leaf.dtype) if is_weight else leaf
+
+    return jax.tree_util.tree_map_with_path(scaled, params)
+
+
+def init_state(
+    model: Layer,
+    config: TrainConfig,
+    hparams: Hparams,
+    example: Any,
+    *,
+    init_key: jax.Array,
+    data_key: jax.Array,
+) -> TrainState:
+    """The state of a run before its first step.
+
+    Args:
+      model: the `Layer` to train.
+      config: the run's `TrainConfig`.
+      hparams: the run's `Hparams` (``init_scale`` scales the initial weights).
+      example: an example input ``[batch, ...features]`` (array or ``jax.ShapeDtypeStruct``).
+      init_key: key of the initial parameters.
+      data_key: key of the batch order and dropout.
+
+    Returns:
+      A `TrainState` at step 0.
+    """
+    params, model_state = model.init(init_key, example)
+    params = _scale_weights(params, hparams.init_scale)
+    opt_state = make_optimizer(config, hparams).init(params)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(params, model_state, opt_state, zero, data_key, zero - 1)
+
+
+def layer_grad_norms(grads) -> dict[str, jax.Array]:
+    """The L2 norm of each top-level layer's gradients.
+
+    Args:
+      grads: gradients with the structure of a `serial` model's params.
+
+    Returns:
+      ``{layer_name: norm}``, each of shape ``()``.
+    """
+    return {name: optax.tree.norm(g) for name, g in grads.items()}
+
+
+def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softmax_cross_entropy):
+    """The pure train step ``step(state, hparams, x, y) -> (state, metrics)``.
+
+    Args:
+      model: the `Layer` to train.
+      config: the run's `TrainConfig`.
+      loss_fn: ``loss_fn(logits, labels) -> scalar``.
+
+    Returns:
+      ``step`` taking a `TrainState`, `Hparams`, inputs ``x`` ``[batch, ...]`` and labels ``y``
+      ``[batch]``; it returns the new state and ``{"loss": (), "accuracy": ()}`` (plus
+      ``"grad_norm": {layer: ()}`` when ``config.record_grad_norms``). A step whose loss or
+      gradients are non-finite leaves params and optimiser state unchanged and sets
+      ``diverged_at``; so do all later steps.
+    """
+
+    def objective(params, model_state, x, y, key):
+        logits, model_state = model.apply(params, model_state, x, key=key, train=True)
+        return loss_fn(logits, y), (logits, model_state)
+
+    def step(state: TrainState, hparams: Hparams, x, y):
+        dropout_key = jax.random.fold_in(jax.random.split(state.key)[1], state.step)
+        (loss, (logits, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params, state.model_state, x, y, dropout_key
+        )
+        # One reduction detects NaN/inf anywhere in the gradients (a NaN or an overflow makes
+        # the global norm non-finite); a cond skips the update, so a healthy step pays for no
+        # copy of the params (under vmap the cond becomes a select, member by member).
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+        healthy = finite & (state.diverged_at < 0)
+
+        def update(_):
+            optimizer = make_optimizer(config, hparams)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), model_state, opt_state
+
+        params, model_state, opt_state = lax.cond(healthy, update, lambda _: state[:3], None)
+        diverged_at = jnp.where((state.diverged_at < 0) & ~finite, state.step, state.diverged_at)
+        metrics = {"loss": loss, "accuracy": losses.accuracy(logits, y)}
+        if config.record_grad_norms:
+            metrics["grad_norm"] = layer_grad_norms(grads)
+        new_state = TrainState(
+            params, model_state, opt_state, state.step + 1, state.key, diverged_at
+        )
+        return new_state, metrics
+
+    return step
+
+
+def make_batch_step(
+    model: Layer,
+    config: TrainConfig,
+    loss_fn: LossFn = losses.softmax_cross_entropy,
+    *,
+    mesh: Mesh | None = None,
+):
+    """``batch_step(state, hparams, data, batch_indices) -> (state, metrics)``: one step on the
+    training examples at ``batch_indices`` (``[batch]`` int32) of a `DeviceData`; with a
+    ``mesh``, the batch is split along its ``data`` axis."""
+    step = make_step(model, config, loss_fn)
+
+    def batch_step(state: TrainState, hparams: Hparams, data: DeviceData, batch_indices):
+        x = jnp.take(data.x_train, batch_indices, axis=0)  # [B, ...features]
+        y = jnp.take(data.y_train, batch_indices, axis=0)  # [B]
+        if mesh is not None:  # each device takes B / data rows; XLA all-reduces the gradients
+            x, y = sharding.shard_batch((x, y), mesh)
+        return step(state, hparams, x, y)
+
+    return batch_step
+
+
+def make_indices(config: TrainConfig, num_steps: int):
+    """``indices(state, data) -> [num_steps, batch]``: the batches of the next ``num_steps``."""
+
+    def indices(state: TrainState, data: DeviceData):
+        perm_key = jax.random.split(state.key)[0]
+        num_examples = data.x_train.shape[0]
+        return chunk_indices(perm_key, state.step, num_steps, num_examples, config.batch_size)
+
+    return indices
+
+
+def make_chunk(
+    model: Layer,
+    config: TrainConfig,
+    num_steps: int,
+    loss_fn: LossFn = losses.softmax_cross_entropy,
+    *,
+    mesh: Mesh | None = None,
+):
+    """The pure ``chunk(state, hparams, data) -> (state, metrics)``: ``num_steps`` steps in a scan.
+
+    Args:
+      model: the `Layer` to train.
+      config: the run's `TrainConfig`.
+      num_steps: steps in the chunk (static).
+      loss_fn: ``loss_fn(logits, labels) -> scalar``.
+      mesh: split each batch along this mesh's ``data`` axis (see `jaxdl.sharding`).
+
+    Returns:
+      ``chunk`` taking a `TrainState`, `Hparams` and `DeviceData`; its metrics are the step
+      metrics averaged over the chunk (each of shape ``()``).
+    """
+    batch_step = make_batch_step(model, config, loss_fn, mesh=mesh)
+    indices_fn = make_indices(config, num_steps)
+
+    def chunk(state: TrainState, hparams: Hparams, data: DeviceData):
+        def body(state, batch_indices):
+            return batch_step(state, hparams, data, batch_indices)
+
+        indices = indices_fn(state, data)  # [num_steps, batch]
+        state, metrics = lax.scan(body, state, indices, unroll=min(config.unroll, num_steps))
+        return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)  # each ()
+
+    return chunk
