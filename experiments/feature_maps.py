@@ -46,24 +46,6 @@ class Config:
         return dataclasses.replace(self, steps=300)
 
 
-def convnet_entries(channels: tuple[int, ...], num_classes: int) -> list[tuple[str, jaxdl.Layer]]:
-    """The named layers of ``jaxdl.convnet(channels, num_classes=num_classes)`` (its defaults:
-    5x5 convs, ReLU, max-pooling by 2, a linear read-out), for `jaxdl.serial_outputs`;
-    ``serial(*entries)`` initialises and computes exactly as that `jaxdl.convnet`."""
-    entries = []
-    for i, width in enumerate(channels, start=1):
-        entries += [
-            (f"conv{i}", jaxdl.conv2d(width, 5)),
-            (f"act{i}", jaxdl.relu),
-            (f"pool{i}", jaxdl.max_pool(2)),
-        ]
-    return [
-        *entries,
-        ("flatten", jaxdl.flatten),
-        ("dense1", jaxdl.dense(num_classes, w_init="he_normal")),
-    ]
-
-
 def neighbour_correlation(w: np.ndarray) -> float:
     """Mean correlation between horizontally and vertically adjacent taps of the filters.
 
@@ -202,7 +184,7 @@ def run(config: Config) -> dict:
     """
     watch = common.Stopwatch()
     data = jaxdl.data.load("digits")
-    entries = convnet_entries(config.channels, data.num_classes)
+    entries = jaxdl.convnet_entries(config.channels, num_classes=data.num_classes)
     model = jaxdl.serial(*entries)
     result = jaxdl.sweep(  # both weight decays from the same start, vmapped
         model,

@@ -29,7 +29,7 @@ from jaxdl.layers import (
     tanh,
 )
 from jaxdl.losses import accuracy, mse, softmax_cross_entropy
-from jaxdl.models import convnet, mlp, mlp_entries
+from jaxdl.models import convnet, convnet_entries, mlp, mlp_entries
 from jaxdl.sweep import sweep
 from jaxdl.sweep_result import MemberRun, SweepResult
 from jaxdl.train import (
@@ -68,6 +68,7 @@ __all__ = [
     "conv1d",
     "conv2d",
     "convnet",
+    "convnet_entries",
     "data",
     "dense",
     "dropout",

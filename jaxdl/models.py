@@ -1,4 +1,5 @@
-"""Model recipes built only from `serial` and layers: `mlp` and `convnet`."""
+"""Model recipes built only from `serial` and layers: `mlp` and `convnet`, and their named layers
+(`mlp_entries`, `convnet_entries`) for inspecting every layer's output."""
 
 from __future__ import annotations
 
@@ -137,6 +138,58 @@ def convnet(
       A `Layer` mapping ``[batch, *spatial, channels]`` to logits ``[batch, num_classes]``; params
       named ``conv1 ..``, ``dense1 ..``.
     """
+    entries = convnet_entries(
+        channels,
+        kernel,
+        pool,
+        hidden,
+        num_classes,
+        activation,
+        init,
+        pool_size=pool_size,
+        init_scale=init_scale,
+        dropout=dropout,
+        norm=norm,
+        ndim=ndim,
+    )
+    return serial(*entries)
+
+
+def convnet_entries(
+    channels: Sequence[int] = (32, 32, 32),
+    kernel: int | Sequence[int] = 5,
+    pool: str | None = "max",
+    hidden: Sequence[int] = (),
+    num_classes: int = 10,
+    activation: str = "relu",
+    init: str = "he_normal",
+    *,
+    pool_size: int = 2,
+    init_scale: float = 1.0,
+    dropout: float = 0.0,
+    norm: str | None = None,
+    ndim: int | None = None,
+) -> list[tuple[str, Layer]]:
+    """The named layers of `convnet` (same arguments), for `jaxdl.layers.serial_outputs`.
+
+    Args:
+      channels: as `convnet`.
+      kernel: as `convnet`.
+      pool: as `convnet`.
+      hidden: as `convnet`.
+      num_classes: as `convnet`.
+      activation: as `convnet`.
+      init: as `convnet`.
+      pool_size: as `convnet`.
+      init_scale: as `convnet`.
+      dropout: as `convnet`.
+      norm: as `convnet`.
+      ndim: as `convnet`.
+
+    Returns:
+      ``[(name, Layer)]``: ``conv{i}``, ``act{i}``, ``pool{i}`` per block (``conv_norm{i}``
+      with a norm), ``flatten``, then the head's ``dense{j}``; ``serial(*entries)`` is `convnet`.
+    """
     act = get_activation(activation)
     entries = []
     for i, width in enumerate(channels, start=1):
@@ -152,4 +205,4 @@ def convnet(
     head = _dense_stack(
         hidden, num_classes, act, init, init_scale, dropout, norm, first_act=len(channels) + 1
     )
-    return serial(*entries, *head)
+    return [*entries, *head]

@@ -141,17 +141,6 @@ def test_feature_maps_quick(tmp_path):
     assert_written(config.out_dir, ["filters.png", "feature_maps.png"])
 
 
-def test_feature_maps_entries_are_convnet():
-    entries = feature_maps.convnet_entries((4, 4), 10)
-    x = np.zeros((1, 8, 8, 1), np.float32)
-    key = jax.random.key(3)
-    ours, _ = jax.jit(jaxdl.serial(*entries).init)(key, x)
-    theirs, _ = jax.jit(jaxdl.convnet((4, 4)).init)(key, x)
-    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_neighbour_correlation():
     smooth = np.ones((5, 5, 1, 2)) * np.linspace(0, 1, 5)[:, None, None, None]
     assert feature_maps.neighbour_correlation(smooth) > 0.4

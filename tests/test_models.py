@@ -356,3 +356,19 @@ def test_serial_outputs_match_apply_and_name_every_layer():
     assert list(outputs) == ["flatten", "dense1", "act1", "dense2", "act2", "dense3"]
     np.testing.assert_array_equal(outputs["dense3"], model.apply(params, state, x)[0])
     np.testing.assert_allclose(outputs["act1"], jnp.tanh(outputs["dense1"]), rtol=1e-6)
+
+
+def test_convnet_entries_rebuild_convnet_and_name_every_layer():
+    kwargs = dict(channels=(4, 6), kernel=3, hidden=(5,), num_classes=3)
+    entries = jaxdl.convnet_entries(**kwargs)
+    x = jnp.linspace(-1.0, 1.0, 2 * 64, dtype=jnp.float32).reshape(2, 8, 8, 1)
+    key = jax.random.key(1)
+    params, state = jaxdl.serial(*entries).init(key, x)
+    expected_params, _ = jaxdl.convnet(**kwargs).init(key, x)
+    chex.assert_trees_all_equal(params, expected_params)
+    outputs = jaxdl.serial_outputs(entries, params, state, x)
+    names = ["conv1", "act1", "pool1", "conv2", "act2", "pool2", "flatten", "dense1", "act3"]
+    assert list(outputs) == [*names, "dense2"]
+    chex.assert_shape(outputs["pool2"], (2, 2, 2, 6))
+    logits, _ = jaxdl.convnet(**kwargs).apply(params, state, x)
+    np.testing.assert_array_equal(outputs["dense2"], logits)
