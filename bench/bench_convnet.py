@@ -1,10 +1,12 @@
 """ConvNet train-step benchmark: a LeNet-style ConvNet (28×28×1 → conv 5×5 32 → max-pool 2 →
 conv 5×5 64 → max-pool 2 → dense 10, relu, SAME padding), batch 128, Adam.
 
-jaxdl's step (the backend's default conv, im2col on CPU) vs jaxdl with ``impl="xla"`` vs a
-hand-written step (``lax.conv_general_dilated`` + ``lax.reduce_window``) vs PyTorch eager; the
-hand-written ablations (im2col conv, reshape-max pooling) separate what each change buys; and a
-rolled ``lax.scan`` of steps vs a loop of jitted steps (the XLA:CPU cliff of lax.conv in a scan).
+jaxdl's step (the backend's default conv: on CPU `canonical_conv`, lax.conv with canonical-layout
+gradient convs) vs jaxdl with ``impl="xla"`` and ``impl="im2col"`` vs a hand-written step
+(``lax.conv_general_dilated`` + ``lax.reduce_window``) vs PyTorch eager; the hand-written
+ablations (im2col or canonical conv, reshape-max pooling) separate what each change buys; a rolled
+``lax.scan`` of steps vs a loop of jitted steps (the XLA:CPU cliff of lax.conv in a scan); and a
+vmapped population of ConvNets (as `jaxdl.sweep` trains one) against a loop of its members.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jaxdl
 from bench import common
 from bench.bench_mlp import hand_scan, hand_step, scan_indices, torch_step_runner
 from bench.common import Table, ms, verdict
-from jaxdl.layers.conv import im2col_conv
+from jaxdl.layers.conv import canonical_conv, im2col_conv
 
 NAME = "convnet"
 BATCH = 128
@@ -58,7 +60,8 @@ def make_data(seed: int = 0):
 
 
 def jaxdl_model(impl: str) -> jaxdl.Layer:
-    """The ConvNet: ``jaxdl.convnet`` for the default impl, else the same layers by hand."""
+    """The ConvNet: ``jaxdl.convnet`` for the default impl (``"auto"``), else the same layers
+    with ``conv2d(..., impl=impl)``."""
     if impl == "auto":
         return jaxdl.convnet(channels=CHANNELS, kernel=KERNEL, pool="max", activation="relu")
     entries = []
@@ -121,47 +124,8 @@ def im2col(x, w):
     return im2col_conv(x, w, (1, 1), "SAME", (1, 1))  # [B, H, W, O]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def canonical_vjp_conv(x, w, padding):
-    """A stride-1 ``lax.conv`` whose backward convs are also in the canonical NHWC/HWIO layout.
-
-    A proposal for the library (see NOTES.md), not a jaxdl API: autodiff of an NHWC conv gives a
-    weight-gradient conv with dimension numbers ``[f, 0, 1, b] x [i, 0, 1, o]``, which XLA:CPU
-    runs on a slow generic path inside a while loop (``lax.scan``), over 100 times slower than
-    the same conv outside one. Transposing explicitly keeps every conv canonical, and fast in both.
-
-    Args:
-      x: inputs ``[batch, height, width, in]``.
-      w: kernel ``[kh, kw, in, out]``.
-      padding: ``((lo, hi), (lo, hi))``.
-
-    Returns:
-      ``[batch, height_out, width_out, out]``, equal to ``lax.conv_general_dilated``.
-    """
-    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=DIMS)
-
-
-def _canonical_fwd(x, w, padding):
-    return canonical_vjp_conv(x, w, padding), (x, w)
-
-
-def _canonical_bwd(padding, residuals, dy):
-    x, w = residuals  # [B, H, W, I], [kh, kw, I, O]; dy: [B, Ho, Wo, O]
-    dx_padding = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:2], padding)]
-    w_flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))  # [kh, kw, O, I], rotated 180°
-    dx = lax.conv_general_dilated(dy, w_flipped, (1, 1), dx_padding, dimension_numbers=DIMS)
-    lhs = jnp.transpose(x, (3, 1, 2, 0))  # [I, H, W, B]: in-channels as batch, batch as features
-    rhs = jnp.transpose(dy, (1, 2, 0, 3))  # [Ho, Wo, B, O]
-    dw = lax.conv_general_dilated(lhs, rhs, (1, 1), list(padding), dimension_numbers=DIMS)
-    return dx, jnp.transpose(dw, (1, 2, 0, 3))  # [B, H, W, I], [kh, kw, I, O]
-
-
-canonical_vjp_conv.defvjp(_canonical_fwd, _canonical_bwd)
-
-
 def canonical(x, w):
-    pad = KERNEL // 2
-    return canonical_vjp_conv(x, w, ((pad, pad), (pad, pad)))  # [B, H, W, O]
+    return canonical_conv(x, w, (1, 1), "SAME", (1, 1))  # [B, H, W, O]
 
 
 def reduce_window_max(x):
@@ -173,7 +137,7 @@ def reshape_max(x):
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))  # [B, H/2, W/2, C]
 
 
-CONVS = {"lax.conv": lax_conv, "im2col": im2col, "canonical-VJP conv": canonical}
+CONVS = {"lax.conv": lax_conv, "im2col": im2col, "canonical_conv": canonical}
 POOLS = {"reduce_window": reduce_window_max, "reshape-max": reshape_max}
 
 
@@ -246,7 +210,7 @@ def layer_step(conv, carry):
 
 
 CLIFF_MEMBERS = 4  # a population of this many layers under jax.vmap (as a sweep trains)
-VMAPPED = ("im2col", "canonical-VJP conv")  # lax.conv vmapped in a scan: seconds per step
+VMAPPED = ("im2col", "canonical_conv")  # lax.conv vmapped in a scan: seconds per step
 
 
 def layer_runners(conv, members: int | None):
@@ -307,15 +271,93 @@ def cliff_table(repeats: int) -> Table:
         [
             "lax.conv: autodiff's weight-gradient conv has dimension numbers "
             "[f,0,1,b]x[i,0,1,o]->[0,1,b,f], which XLA:CPU runs on a slow generic path inside a "
-            "while loop (jax-ml/jax#12868). canonical-VJP conv: the same lax.conv with a custom "
-            "VJP whose two backward convs are NHWC/HWIO after explicit transposes (a proposal, "
-            "`bench.bench_convnet.canonical_vjp_conv`).",
+            "while loop (jax-ml/jax#12868). canonical_conv (`jaxdl.layers.conv.canonical_conv`, "
+            "jaxdl's conv on CPU): the same lax.conv with a custom VJP whose two backward convs "
+            "are NHWC/HWIO after explicit transposes, and a custom vmap rule.",
             f"vmap rows: {CLIFF_MEMBERS} members with their own kernels and inputs, as "
             "`jaxdl.sweep` trains a population (per step of the whole population). Vmapped, "
             "lax.conv becomes a grouped conv; lax.conv's vmapped scan is left out (seconds per "
-            "step).",
+            "step); canonical_conv runs the members one after another (`lax.map`).",
             f"{repeats} interleaved repeats of {CLIFF_STEPS} steps. The whole ConvNet with "
             "lax.conv in a rolled scan: `python -m bench.bench_convnet --full-scan` (slow).",
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- population
+
+POP_MEMBERS = 8  # ConvNets trained together under jax.vmap, as `jaxdl.sweep` trains a population
+POP_BATCH = 32  # examples per member and step
+
+
+def population_runners(impl: str, x, y):
+    """``{"vmap": (runner, first_s), "loop": ...}`` for ``POP_MEMBERS`` ConvNets of ``impl``.
+
+    vmap: one ``jit(vmap(step))`` over the members' states and batches; loop: a single member's
+    jitted step run ``POP_MEMBERS`` times. ``runner(n)`` runs ``n`` population steps either way.
+    """
+    model = jaxdl_model(impl)
+    config = jaxdl.TrainConfig(batch_size=POP_BATCH, optimizer="adam")
+    hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
+    size = POP_MEMBERS * POP_BATCH
+    xs = jnp.asarray(x[:size].reshape(POP_MEMBERS, POP_BATCH, *x.shape[1:]))  # [M, B, 28, 28, 1]
+    ys = jnp.asarray(y[:size].reshape(POP_MEMBERS, POP_BATCH))  # [M, B]
+
+    def fresh_state(key):
+        return jaxdl.init_state(model, config, hparams, xs[0], init_key=key, data_key=key)
+
+    keys = jax.random.split(jax.random.key(0), POP_MEMBERS)
+    step = jaxdl.make_step(model, config)
+    vmapped = jax.jit(jax.vmap(step, in_axes=(0, None, 0, 0)), donate_argnums=0)
+    loop, loop_first = common.stepper(
+        jax.jit(step, donate_argnums=0), fresh_state(keys[0]), hparams, xs[0], ys[0]
+    )
+    return {
+        "vmap": common.stepper(vmapped, jax.vmap(fresh_state)(keys), hparams, xs, ys),
+        "loop": (lambda n: loop(n * POP_MEMBERS), loop_first),
+    }
+
+
+def population_table(x, y, repeats: int) -> Table:
+    """A vmapped population of ConvNets per implementation, against a loop of its members."""
+    impls = {"auto": "jaxdl impl=auto (canonical_conv)", "im2col": "jaxdl impl=im2col"}
+    impls["xla"] = "jaxdl impl=xla (grouped conv under vmap)"
+    pairs = {impl: population_runners(impl, x, y) for impl in impls}
+    runners = {(impl, part): pair[part][0] for impl, pair in pairs.items() for part in pair}
+    t = common.interleave(runners, repeats=repeats, numbers=dict.fromkeys(runners, 1))
+    rows = [
+        [
+            label,
+            ms(t[impl, "vmap"].median),
+            ms(t[impl, "vmap"].median) / POP_MEMBERS,
+            ms(t[impl, "loop"].median),
+            common.paired_ratio(t[impl, "vmap"], t[impl, "loop"])[0],
+            common.paired_ratio(t[impl, "vmap"], t["auto", "vmap"])[0],
+            pairs[impl]["vmap"][1],
+        ]
+        for impl, label in impls.items()
+    ]
+    return Table(
+        "convnet.population",
+        f"A population of {POP_MEMBERS} ConvNets under `jax.vmap` (batch {POP_BATCH} each), "
+        "ms per population step (medians)",
+        [
+            "conv",
+            "vmap(step)",
+            "per member",
+            "loop of members",
+            "vmap / loop",
+            "vmap / auto's vmap",
+            "first call vmap s",
+        ],
+        rows,
+        [
+            "vmap(step): `jax.jit(jax.vmap(jaxdl.make_step(model, config)))` over the members' "
+            "states and batches, as `jaxdl.sweep` trains a population; loop of members: one "
+            f"member's jitted step, {POP_MEMBERS} times.",
+            "Under vmap canonical_conv runs each conv member by member (`lax.map`), im2col is a "
+            "batched matmul, lax.conv a grouped convolution.",
+            f"{repeats} interleaved repeats of one population step each.",
         ],
     )
 
@@ -339,6 +381,7 @@ def run(quick: bool = False) -> list[Table]:
     add("jaxdl", dl["step"])
     if not quick:
         add("jaxdl_xla", jaxdl_runners("xla", x, y, scan=False)["step"])
+        add("jaxdl_im2col", jaxdl_runners("im2col", x, y, scan=False)["step"])
     add("hand", hand_runners("lax.conv", "reduce_window", x, y, scan=False)["step"])
     torch_run = torch_runner(x, y)
     if torch_run is not None:
@@ -350,7 +393,7 @@ def run(quick: bool = False) -> list[Table]:
             ("lax.conv", "reshape-max"),
             ("im2col", "reduce_window"),
             ("im2col", "reshape-max"),
-            ("canonical-VJP conv", "reshape-max"),
+            ("canonical_conv", "reshape-max"),
         ]
     )
     canonical_run = None
@@ -373,6 +416,7 @@ def run(quick: bool = False) -> list[Table]:
                 "config",
                 "jaxdl impl=auto",
                 "jaxdl impl=xla",
+                "jaxdl impl=im2col",
                 "hand-written lax.conv",
                 "PyTorch eager",
                 "hand / jaxdl",
@@ -386,6 +430,7 @@ def run(quick: bool = False) -> list[Table]:
                     "LeNet-style ConvNet, batch 128",
                     ms(med["jaxdl"]),
                     ms(med.get("jaxdl_xla")),
+                    ms(med.get("jaxdl_im2col")),
                     ms(med["hand"]),
                     ms(med.get("torch")),
                     hand_over_dl,
@@ -398,10 +443,11 @@ def run(quick: bool = False) -> list[Table]:
             [
                 "28×28×1 → conv 5×5 32 → relu → max-pool 2 → conv 5×5 64 → relu → max-pool 2 → "
                 "dense 10; SAME padding. Loops of jitted steps (donated state), one fixed batch.",
-                "jaxdl: `jaxdl.convnet(channels=(32, 64), kernel=5)` (`impl='auto'`: im2col on "
-                "CPU); impl=xla: the same layers via `jaxdl.serial` and `conv2d(..., "
-                "impl='xla')`; hand-written: `lax.conv_general_dilated` + `lax.reduce_window` "
-                "max; PyTorch: `nn.Conv2d`/`nn.MaxPool2d`, NCHW.",
+                "jaxdl: `jaxdl.convnet(channels=(32, 64), kernel=5)` (`impl='auto'`: "
+                "`canonical_conv` on CPU); impl=xla / im2col (the CPU default before): the same "
+                "layers via `jaxdl.serial` and `conv2d(..., impl=...)`; hand-written: "
+                "`lax.conv_general_dilated` + `lax.reduce_window` max; PyTorch: "
+                "`nn.Conv2d`/`nn.MaxPool2d`, NCHW.",
                 "hand / jaxdl > 1: jaxdl faster (median of per-repeat ratios); noise: ± half "
                 f"their relative IQR. {repeats} interleaved repeats of about {target_s:g} s; "
                 f"relative IQR of the samples: median {np.median(spreads):.0%}, "
@@ -411,8 +457,9 @@ def run(quick: bool = False) -> list[Table]:
         )
     ]
     variants = [
-        ("jaxdl impl=auto (im2col on CPU, reshape-max pool)", "jaxdl"),
+        ("jaxdl impl=auto (canonical_conv on CPU, reshape-max pool)", "jaxdl"),
         ("jaxdl impl=xla (lax.conv, reshape-max pool)", "jaxdl_xla"),
+        ("jaxdl impl=im2col (reshape-max pool)", "jaxdl_im2col"),
         ("hand lax.conv + reduce_window", "hand"),
         *((f"hand {c} + {p}", f"hand {c} + {p}") for c, p in ablations),
         ("PyTorch eager", "torch"),
@@ -449,7 +496,8 @@ def run(quick: bool = False) -> list[Table]:
                 f"{BATCH}. / matmul: achieved FLOP/s over a 2048² `jnp.matmul`'s in the same "
                 f"interleaved repeats ({matmul_flops / med['matmul'] / 1e9:.0f} GFLOP/s median).",
                 "First call: trace + compile + first run, in the warm benchmark process.",
-                "canonical-VJP conv: a proposal for jaxdl's conv (see the cliff table).",
+                "canonical_conv: jaxdl's conv on CPU (lax.conv with canonical-layout gradient "
+                "convs, see the cliff table); the hand-written row shows jaxdl's own overhead.",
             ],
         )
     )
@@ -479,7 +527,7 @@ def run(quick: bool = False) -> list[Table]:
                     dl["chunk"][1],
                 ),
                 (
-                    "hand canonical-VJP conv + reshape-max",
+                    "hand canonical_conv + reshape-max",
                     "canonical",
                     "canonical_scan",
                     canonical_run["step"][1],
@@ -511,6 +559,7 @@ def run(quick: bool = False) -> list[Table]:
             )
         )
         tables.append(cliff_table(repeats=3))
+        tables.append(population_table(x, y, repeats=3))
     return tables
 
 
@@ -518,7 +567,7 @@ def full_scan(steps: int = 2) -> None:
     """Prints the whole ConvNet's lax.conv step in a loop vs a rolled scan (minutes)."""
     x, y = make_data()
     rows = {}
-    for conv in ("lax.conv", "canonical-VJP conv"):
+    for conv in ("lax.conv", "canonical_conv"):
         pair = hand_runners(conv, "reshape-max", x, y, scan=True)
         print(f"{conv}: first call step {pair['step'][1]:.1f} s, scan {pair['scan'][1]:.1f} s")
         rows[conv], rows[conv + " scan"] = pair["step"][0], pair["scan"][0]

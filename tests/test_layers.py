@@ -566,10 +566,11 @@ class TestValuesWithAndWithoutJit(chex.TestCase):
 
 @pytest.mark.parametrize("kernel, stride, padding, dilation, x_shape", CONV_REFERENCE_CASES[1::2])
 def test_conv_implementations_agree(kernel, stride, padding, dilation, x_shape):
-    """``impl="im2col"`` (the CPU default) and ``impl="xla"``: same outputs, same gradients."""
+    """``impl="canonical"`` (the CPU default), ``"im2col"`` and ``"xla"``: same outputs, same
+    gradients (tests/test_conv_impl.py tests `canonical_conv` in depth)."""
     x = distinct_inputs(x_shape, dtype=jnp.float32)
     outputs = []
-    for impl in ("im2col", "xla"):
+    for impl in ("canonical", "im2col", "xla"):
         layer = Z.conv(4, kernel, stride, padding, dilation, impl=impl)
         params = perturbed(layer.init(KEY, x)[0], seed=2)
 
@@ -611,6 +612,36 @@ def test_pool_fast_path_matches_reduce_window(data, ndim, kind, explicit_stride)
 
     jaxpr = str(jax.make_jaxpr(pooled_sum)(x))
     assert "reduce_window" not in jaxpr, "non-overlapping windows should take the reshape path"
+    y, _ = jax.jit(layer.apply)({}, {}, x)
+    np.testing.assert_allclose(y, reduce_window_reference(x, kind, window), rtol=1e-6, atol=1e-6)
+    grad = jax.jit(jax.grad(pooled_sum))(x)
+    np.testing.assert_allclose(grad, jax.jit(jax.grad(reference_sum))(x), rtol=1e-5, atol=1e-6)
+
+
+ZERO_PADDINGS = {
+    "int_0": ((2, 2), 0, (2, 9, 8, 3)),
+    "pairs_0": ((2, 3), [(0, 0), (0, 0)], (2, 8, 9, 3)),
+    "same_divisible": ((2, 2), "SAME", (2, 8, 6, 3)),
+    "same_1d_divisible": ((3,), "SAME", (2, 9, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", ZERO_PADDINGS)
+def test_pool_padding_that_adds_no_zeros_takes_the_fast_path(kind, case):
+    """``padding=0``, ``[(0, 0), ...]`` and ``"SAME"`` on sizes that need no padding are
+    ``"VALID"``: the reshape path, with reduce_window's values and gradients."""
+    window, padding, x_shape = ZERO_PADDINGS[case]
+    layer = jaxdl.pool(kind, window, padding=padding)
+    x = distinct_inputs(x_shape, dtype=jnp.float32)
+
+    def pooled_sum(x):
+        return jnp.sum(layer.apply({}, {}, x)[0] ** 2)
+
+    def reference_sum(x):
+        return jnp.sum(reduce_window_reference(x, kind, window) ** 2)
+
+    assert "reduce_window" not in str(jax.make_jaxpr(pooled_sum)(x))
     y, _ = jax.jit(layer.apply)({}, {}, x)
     np.testing.assert_allclose(y, reduce_window_reference(x, kind, window), rtol=1e-6, atol=1e-6)
     grad = jax.jit(jax.grad(pooled_sum))(x)
@@ -849,7 +880,10 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
         (lambda: jaxdl.batch_norm(momentum=1.0), "batch_norm: momentum must be in [0, 1), got 1.0"),
         (lambda: jaxdl.dense(0), "dense: features must be a positive int, got 0"),
         (lambda: jaxdl.conv2d(2.5, 3), "conv: features must be a positive int, got 2.5"),
-        (lambda: jaxdl.conv1d(2, 3, impl="cudnn"), "conv: impl must be 'auto', 'xla' or"),
+        (
+            lambda: jaxdl.conv1d(2, 3, impl="cudnn"),
+            "conv: impl must be 'auto', 'xla', 'canonical' or 'im2col', got 'cudnn'",
+        ),
     ],
     ids=[
         "dropout_1",

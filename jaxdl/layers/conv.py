@@ -11,17 +11,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdl import initializers
+from jaxdl.layers._canonical_conv import canonical_conv, dimension_numbers
 from jaxdl.layers._util import param_dtype, per_axis, per_channel, shape_of, spatial_layout
 from jaxdl.types import Layer, LayerError
 
-_SPATIAL = "DHW"  # names of up to three spatial axes, innermost last
 Padding = str | int | Sequence[tuple[int, int]]
-
-
-def dimension_numbers(ndim: int) -> tuple[str, str, str]:
-    """``lax.conv_general_dilated`` layouts for channels-last inputs with ``ndim`` spatial axes."""
-    spatial = _SPATIAL[-ndim:]
-    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+IMPLS = ("auto", "xla", "canonical", "im2col")
+# XLA:CPU's 3-D convolution is slower than im2col (bench/NOTES.md): "auto" keeps im2col there.
+CANONICAL_MAX_NDIM = 2
 
 
 def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple[int, int]]:
@@ -38,6 +35,27 @@ def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple
     if len(pairs) != ndim or any(len(p) != 2 for p in pairs):
         raise LayerError(kind, f"padding needs {ndim} (low, high) pairs, got {padding!r}")
     return pairs
+
+
+def resolve_impl(impl: str, ndim: int) -> str:
+    """The implementation ``impl`` stands for with ``ndim`` spatial axes on the default backend.
+
+    ``"auto"`` is decided at trace time (``jax.default_backend()``): ``"xla"`` off the CPU,
+    where XLA's convolutions and their gradients are fast; on the CPU `canonical_conv` for 1-D
+    and 2-D convs and `im2col_conv` for 3 or more spatial axes (measured faster there).
+
+    Args:
+      impl: ``"auto"``, ``"xla"``, ``"canonical"`` or ``"im2col"``.
+      ndim: number of spatial axes.
+
+    Returns:
+      ``"xla"``, ``"canonical"`` or ``"im2col"``.
+    """
+    if impl != "auto":
+        return impl
+    if jax.default_backend() != "cpu":
+        return "xla"
+    return "canonical" if ndim <= CANONICAL_MAX_NDIM else "im2col"
 
 
 def check_fits(kind: str, shape, window, dilation, padding) -> None:
@@ -58,9 +76,9 @@ def im2col_conv(x, w, strides, padding, dilation):
     """A convolution as one matmul over gathered patches (im2col).
 
     Each kernel tap is a strided slice of the padded input; the taps are stacked on the channel
-    axis and multiplied by the kernel reshaped to ``[taps * in, out]``. On XLA:CPU this is several
-    times faster than ``lax.conv_general_dilated``, in particular its gradient inside ``lax.scan``,
-    and a population of convs under ``vmap`` becomes a batched matmul instead of a grouped conv.
+    axis and multiplied by the kernel reshaped to ``[taps * in, out]``. It materialises every
+    patch: on XLA:CPU it is 1.4-2.2 times slower than `canonical_conv` for 1-D and 2-D convs,
+    but faster for 3-D ones; like it, it has no cliff inside ``lax.scan`` (bench/NOTES.md).
 
     Args:
       x: inputs ``[batch, *spatial, in]``.
@@ -124,8 +142,18 @@ def conv(
       b_init: initialiser of ``b`` (``[features]``).
       init_scale: multiplies the initial ``w``.
       use_bias: whether to add ``b``.
-      impl: ``"xla"`` (``lax.conv_general_dilated``), ``"im2col"`` (`im2col_conv`) or ``"auto"``:
-        im2col on CPU, where it is faster, XLA's convolution elsewhere.
+      impl: how the convolution is computed (the results agree to float rounding):
+        ``"xla"``: ``lax.conv_general_dilated`` and autodiff's gradients and batching;
+        ``"canonical"``: `canonical_conv`, the same convolution, with gradients and ``vmap``
+        (a population: member by member) as canonical-layout convolutions, which XLA:CPU runs
+        fast also inside ``lax.scan``; reverse-mode derivatives only (any order);
+        ``"im2col"``: `im2col_conv`, patches @ kernel;
+        ``"auto"`` (default): ``"canonical"`` on the CPU for 1-D and 2-D inputs, ``"im2col"`` on
+        the CPU for 3-D, ``"xla"`` on other backends (`resolve_impl`, at trace time).
+        Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``, Hessian-vector products by
+        jvp of grad) fails through ``"canonical"``, hence through ``"auto"`` on the CPU: use
+        ``"xla"`` (or ``"im2col"``) there, and for populations sharded over members on a
+        multi-device CPU mesh, which ``"canonical"`` runs unpartitioned (`canonical_conv`).
 
     Returns:
       A `Layer` mapping ``[batch, *spatial, in]`` to ``[batch, *spatial_out, features]``, params
@@ -136,8 +164,10 @@ def conv(
     """
     if not isinstance(features, int) or features < 1:
         raise LayerError("conv", f"features must be a positive int, got {features!r}")
-    if impl not in ("auto", "xla", "im2col"):
-        raise LayerError("conv", f"impl must be 'auto', 'xla' or 'im2col', got {impl!r}")
+    if impl not in IMPLS:
+        raise LayerError(
+            "conv", f"impl must be 'auto', 'xla', 'canonical' or 'im2col', got {impl!r}"
+        )
     if ndim is None and not isinstance(kernel, int):
         ndim = len(tuple(kernel))
     w_fn = initializers.get(w_init, init_scale)
@@ -172,7 +202,10 @@ def conv(
                 "conv",
                 f"expected input with {in_channels} channels (last axis), got shape {x.shape}",
             )
-        if impl == "im2col" or (impl == "auto" and jax.default_backend() == "cpu"):
+        chosen = resolve_impl(impl, n)
+        if chosen == "canonical":
+            y = canonical_conv(x, params["w"], strides, pads, dilations)
+        elif chosen == "im2col":
             y = im2col_conv(x, params["w"], strides, pads, dilations)
         else:
             y = lax.conv_general_dilated(

@@ -22,6 +22,15 @@ def _tiles(x, window):
     return x.reshape(x.shape[0], *split, x.shape[-1])  # [B, s1/w1, w1, ..., C]
 
 
+def _zero_padding_as_valid(pads, spatial, window, strides):
+    """``"VALID"`` when ``pads`` adds no zeros (``0``, ``[(0, 0), ...]``, or ``"SAME"`` on sizes
+    that need none), so such pooling keeps the reshape path; otherwise ``pads`` unchanged."""
+    explicit = lax.padtype_to_pads(spatial, window, strides, pads) if pads == "SAME" else pads
+    if explicit == "VALID" or all(tuple(p) == (0, 0) for p in explicit):
+        return "VALID"
+    return pads
+
+
 def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> Layer:
     def geometry(x):
         n = x.ndim - 2
@@ -31,7 +40,7 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
         strides = win if stride is None else per_axis(stride, n, kind, "stride")
         pads = explicit_padding(padding, n, kind)
         check_fits(kind, x.shape, win, (1,) * n, pads)
-        return n, win, strides, pads
+        return n, win, strides, _zero_padding_as_valid(pads, x.shape[1:-1], win, strides)
 
     def init(key, x):
         return {}, {}
