@@ -89,6 +89,7 @@ class Checkpointer:
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
         self.every = every
+        self.keep = keep
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=False
         )
@@ -119,6 +120,18 @@ class Checkpointer:
         with open(path) as f:
             return json.load(f)
 
+    def due(self, step: int, *, force: bool = False) -> bool:
+        """Whether `save` at ``step`` would be due: ``force``, or ``step`` a multiple of ``every``.
+
+        Args:
+          step: the step the state has reached.
+          force: a save at the end of a run.
+
+        Returns:
+          ``force or step % every == 0``.
+        """
+        return force or step % self.every == 0
+
     def save(self, step: int, state: TrainState, *, force: bool = False) -> bool:
         """Saves ``state`` as step ``step`` if it is due (a multiple of ``every``) or ``force``.
 
@@ -130,7 +143,7 @@ class Checkpointer:
         Returns:
           Whether a checkpoint was written.
         """
-        if not force and step % self.every:
+        if not self.due(step, force=force):
             return False
         if step in self._manager.all_steps():
             return False

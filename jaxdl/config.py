@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxdl import data as data_lib
-from jaxdl import initializers, models
+from jaxdl import initializers, models, preflight
 from jaxdl.layers.activations import NAMES as ACTIVATIONS
 from jaxdl.train import Hparams, TrainConfig
 from jaxdl.types import Layer
@@ -151,13 +151,9 @@ class RunConfig:
             raise ValueError(f"checkpoint_every must be a positive int or None, got {every!r}")
         if self.out is not None and not isinstance(self.out, str):
             raise ValueError(f"out must be a string or None, got {self.out!r}")
-        # TrainConfig checks its counts and names; these two it leaves to optax.
-        clip = self.train.grad_clip
-        if clip is not None and not _number("train.grad_clip", clip) > 0:
-            raise ValueError(f"train.grad_clip must be > 0 or None, got {clip!r}")
-        warmup = self.train.warmup_steps
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"train.warmup_steps must be an int >= 0, got {warmup!r}")
+        # TrainConfig checks its counts and names; what it hands to optax unchecked (grad_clip,
+        # warmup_steps, momentum) jaxdl.preflight checks, here and again in fit and sweep.
+        preflight.check_train_config(self.train, owner="train")
 
     @property
     def hparams(self) -> Hparams:

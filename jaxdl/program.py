@@ -8,15 +8,14 @@ same compiled pieces as a run trained alone.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxdl import losses, sharding
-from jaxdl.data.batching import steps_per_epoch
+from jaxdl import losses, preflight, sharding
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData
 from jaxdl.evaluation import evaluate_test
@@ -24,10 +23,30 @@ from jaxdl.step import Hparams, LossFn, TrainConfig, TrainState, init_state, mak
 from jaxdl.types import Layer
 
 
-def check_fits(config: TrainConfig, data: Dataset | DeviceData) -> None:
-    """Raises before any compilation if the data set cannot feed ``config``'s batches."""
-    num_train = data.x_train.shape[0]
-    steps_per_epoch(num_train, config.batch_size)  # raises DataError naming both numbers
+def check_fits(
+    config: TrainConfig,
+    data: Dataset | DeviceData,
+    model: Layer | Callable[..., Layer] | None = None,
+    hparams: Hparams | None = None,
+    *,
+    axes: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
+    """Raises before any compilation if the run cannot work: bad optimiser settings or
+    hyper-parameters, a malformed data set, batches larger than it, a model refusing its inputs
+    or with fewer outputs than classes (`jaxdl.preflight.check_run`).
+
+    Args:
+      config: the run's `TrainConfig`.
+      data: a `Dataset` or a `DeviceData`.
+      model: the `Layer` (in a sweep, possibly a function of the static axes); ``None`` skips
+        the model checks.
+      hparams: the run's `Hparams`; ``None`` skips them.
+      axes: a sweep's ``{axis: values}``.
+
+    Returns:
+      None. The error names the field, the expected and the actual value.
+    """
+    preflight.check_run(model, data, config, hparams, axes=axes)
 
 
 def chunk_plan(config: TrainConfig) -> list[int]:
@@ -168,7 +187,8 @@ def run_program(
       hparams: the run's `Hparams` (arrays).
       data: the `DeviceData`.
       on_chunk: called after every chunk with the step reached and that chunk's metrics (plus
-        ``test_accuracy`` when an evaluation ran); for progress bars and logs.
+        ``test_accuracy`` and ``test_loss`` when an evaluation ran); for progress bars, logs and
+        sweep checkpoints (which keep the history so far).
       stop_on_divergence: stop after the chunk in which every member diverged.
       on_state: called after every chunk with the step reached and the state (checkpointing).
 
@@ -210,6 +230,7 @@ def run_program(
                 }
             )
             report["test_accuracy"] = test["accuracy"]
+            report["test_loss"] = test["loss"]
         if on_state is not None:
             on_state(done, state)
         if on_chunk is not None:

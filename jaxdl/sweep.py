@@ -22,7 +22,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxdl import losses, sharding
+from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.dataset import Dataset
+from jaxdl.sweep_checkpoint import GroupCheckpoints, SweepCheckpointer, describe_sweep, run_unit
 from jaxdl.sweep_result import SEED_AXES, MemberRun, SweepResult
 from jaxdl.train import (
     ChunkCallback,
@@ -33,7 +35,6 @@ from jaxdl.train import (
     TrainState,
     build_program,
     check_fits,
-    run_program,
     to_device,
 )
 from jaxdl.types import Layer
@@ -161,8 +162,10 @@ def _run_population(
     on_chunk: ChunkCallback | None,
     chunk_members: int | None,
     mesh: Mesh | None = None,
+    checkpoints: GroupCheckpoints | None = None,
 ) -> tuple[TrainState, Any, str]:
-    """Trains one group; returns the stacked final states, the stacked histories, the strategy."""
+    """Trains one group; returns the stacked final states, the stacked histories, the strategy.
+    With ``checkpoints``, each chunk of members (each member under "map") is checkpointed."""
     example = data.x_train[:1]
     keys = [_member_keys(m) for m in members]
     hparams = [_member_hparams(m, base).as_arrays() for m in members]
@@ -171,16 +174,34 @@ def _run_population(
     if strategy == "auto":
         params_shape, _ = jax.eval_shape(model.init, jax.random.key(0), example)
         strategy = choose_strategy(params_shape, max(len(members), unit))
+    saved = None if checkpoints is None else checkpoints.layout()
+    if saved is not None:  # a resumed group runs the chunks it was checkpointed in
+        strategy, chunk_members = saved
+
+    def run(program, state, hp, chunk):
+        checkpointer = None if checkpoints is None else checkpoints.chunk(chunk)
+        resume = checkpoints is not None and checkpoints.resume
+        return run_unit(
+            program,
+            config,
+            state,
+            hp,
+            data,
+            on_chunk=on_chunk,
+            checkpointer=checkpointer,
+            resume=resume,
+        )
 
     if strategy == "map":
+        if checkpoints is not None:
+            checkpoints.save_layout(strategy, 1)
         program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)
         states, histories = [], []
-        for (init_key, data_key), hp in zip(keys, hparams, strict=True):
+        for index, ((init_key, data_key), hp) in enumerate(zip(keys, hparams, strict=True)):
             init_key, data_key, hp = sharding.place_run(
                 (init_key, data_key, hp), mesh, population=False
             )
-            state = program.init(init_key, data_key, hp)
-            state, history, _ = run_program(program, config, state, hp, data, on_chunk=on_chunk)
+            state, history = run(program, program.init(init_key, data_key, hp), hp, index)
             states.append(state)
             histories.append(history)
         return _stack(states), jax.tree.map(lambda *xs: np.stack(xs), *histories), strategy
@@ -218,15 +239,16 @@ def _run_population(
     else:
         chunk_members = count
     chunk_members = -(-chunk_members // unit) * unit  # padding members repeat the last one
+    if checkpoints is not None:
+        checkpoints.save_layout(strategy, chunk_members)
 
     states, histories = [], []
-    for start in range(0, count, chunk_members):
+    for index, start in enumerate(range(0, count, chunk_members)):
         indices = list(range(start, min(start + chunk_members, count)))
         padded = indices + [indices[-1]] * (chunk_members - len(indices))  # one compiled size
         program = program_for(chunk_members)
         init_keys, data_keys, hp = population_args(padded)
-        state = program.init(init_keys, data_keys, hp)
-        state, history, _ = run_program(program, config, state, hp, data, on_chunk=on_chunk)
+        state, history = run(program, program.init(init_keys, data_keys, hp), hp, index)
         kept = len(indices)
         states.append(_take(state, slice(0, kept)))
         histories.append(_take(dict(history), slice(0, kept)))
@@ -250,6 +272,8 @@ def sweep(
     on_chunk: ChunkCallback | None = None,
     on_group: Callable[[dict[str, Any], int], None] | None = None,
     mesh: Mesh | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: bool = False,
     **config_overrides,
 ) -> SweepResult:
     """Trains every member of the product of ``axes``; one compiled program per shape group.
@@ -276,6 +300,17 @@ def sweep(
         size does not divide evenly is padded with copies of its last member, then dropped),
         each batch along ``data``; strategy ``"map"`` needs ``members=1``. With several
         processes every process calls `sweep` alike (see `jaxdl.distributed`).
+      checkpointer: a `jaxdl.checkpoint.Checkpointer` whose folder receives the sweep's
+        checkpoints: the stacked state of each unit the strategy runs (a vmapped group or chunk
+        of members, or one member under ``"map"``) every ``checkpointer.every`` steps (at chunk
+        ends) and at the end, diverged members included, with its history so far; and
+        ``sweep.json``, what the sweep is (see `jaxdl.sweep_checkpoint`). The folder must not
+        hold another sweep's checkpoints.
+      resume: continue from ``checkpointer``'s folder: completed units are restored, not
+        retrained; the others continue from their newest valid checkpoint. Runs are
+        deterministic, so every member ends bit-identical to an uninterrupted sweep, with its
+        whole history. A folder saved by a sweep of other axes, config, hparams or strategy
+        is a `jaxdl.checkpoint.CheckpointError` naming what differs.
       **config_overrides: fields of `TrainConfig`.
 
     Returns:
@@ -285,6 +320,9 @@ def sweep(
       >>> result = jaxdl.sweep(jaxdl.mlp(), data, axes={"seed": range(16), "lr": [1e-3, 1e-2]},
       ...                      steps=6000, batch_size=100, optimizer="adam")
       >>> print(result.summary(by=["lr"]))
+      >>> from jaxdl.checkpoint import Checkpointer  # saved every 500 steps; rerun to resume
+      >>> result = jaxdl.sweep(model, data, axes, steps=6000, resume=True,
+      ...                      checkpointer=Checkpointer("runs/sweep/checkpoints", every=500))
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
@@ -297,12 +335,18 @@ def sweep(
             f"sweep axes {static_axes} change the model: pass model as a function "
             f"model({', '.join(static_axes)}) -> Layer"
         )
-    check_fits(config, data)
+    check_fits(config, data, model, hparams, axes=axes)
     device_data = to_device(data, mesh)
+    checkpoints = None
+    if checkpointer is not None:
+        description = describe_sweep(axes, config, hparams, strategy, chunk_members)
+        checkpoints = SweepCheckpointer(checkpointer, description, resume=resume)
+    elif resume:
+        raise ValueError("sweep: resume=True needs a checkpointer to resume from")
     states: list[Any] = [None] * len(members)
     histories: list[Any] = [None] * len(members)
     strategies, seconds = [None] * len(members), [0.0] * len(members)
-    for group in groups:
+    for group_index, group in enumerate(groups):
         static = dict(group.static)
         group_model = model(**static) if static else model
         if on_group is not None:
@@ -319,6 +363,7 @@ def sweep(
             on_chunk,
             chunk_members,
             mesh,
+            None if checkpoints is None else checkpoints.group(group_index),
         )
         share = (time.perf_counter() - started) / len(group.indices)
         for j, i in enumerate(group.indices):

@@ -1,19 +1,22 @@
 """``jaxdl sweep``: parses a population (models x seeds x learning rates) and calls `jaxdl.sweep`.
 
 Only parsing, the progress bar and the printed summary live here; the work is `jaxdl.sweep` and
-`jaxdl.sweep_report.write_sweep`.
+`jaxdl.sweep_report.write_sweep`. The sweep's folder holds ``config.json`` (a `SweepSpec`), from
+which ``--resume`` rebuilds the sweep, and with ``--checkpoint-every`` its ``checkpoints/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-from jaxdl import config, sweep_report
+from jaxdl import config, report, sweep_report
 from jaxdl.cli import (
     _Progress,
     add_data_arguments,
@@ -24,7 +27,7 @@ from jaxdl.cli import (
     mesh_from_args,
 )
 from jaxdl.io import write_json_atomic
-from jaxdl.sweep import STRATEGIES, sweep
+from jaxdl.sweep import STRATEGIES, members_of, sweep
 
 
 def _list(kind):
@@ -106,11 +109,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="sweep folder (default: runs/sweep-<data>-<time>)"
     )
     output.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save the stacked state of every group (or chunk of members, or member under map) "
+        "every N steps and at the end, in OUT/checkpoints (default: no checkpoints)",
+    )
+    output.add_argument(
+        "--resume",
+        metavar="SWEEP_DIR",
+        help="continue the checkpointed sweep in SWEEP_DIR with its config.json (other options "
+        "are ignored): completed groups are not retrained; ends bit-identical to an "
+        "uninterrupted sweep",
+    )
+    output.add_argument(
+        "--save-members",
+        action="store_true",
+        help="also write every member as a run folder OUT/members/<i> (i as in results.csv) "
+        "that jaxdl eval --checkpoint reads",
+    )
+    output.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar: one line per group and evaluation",
     )
     add_device_arguments(parser)
+
+
+class SweepSpec(NamedTuple):
+    """What ``jaxdl sweep`` runs; its folder's ``config.json`` is `spec_to_dict` of it."""
+
+    run: config.RunConfig  # shared configuration; lr, weight_decay, init_scale: their first values
+    axes: dict[str, list[Any]]  # the population's axes, as `population_axes` makes them
+    strategy: str  # one of STRATEGIES
+    save_members: bool = False  # also write each member as a run folder <out>/members/<i>
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    """A `SweepSpec` as JSON: ``{"run": to_dict(run), "axes", "strategy", "save_members"}``."""
+    return {**spec._asdict(), "run": config.to_dict(spec.run)}
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> SweepSpec:
+    """The `SweepSpec` of `spec_to_dict` output; an unknown key is an error listing the valid."""
+    unknown = sorted(set(d) - set(SweepSpec._fields))
+    missing = [key for key in ("run", "axes", "strategy") if key not in d]
+    if unknown or missing:
+        raise ValueError(
+            f"sweep config: unknown key(s) {unknown}, missing {missing}; "
+            f"valid: {', '.join(SweepSpec._fields)}"
+        )
+    return SweepSpec(**{**d, "run": config.from_dict(d["run"])})
 
 
 def population_axes(args: argparse.Namespace) -> dict[str, list[Any]]:
@@ -128,6 +178,67 @@ def population_axes(args: argparse.Namespace) -> dict[str, list[Any]]:
             axes[name] = values
     axes["seed"] = list(range(args.seeds))
     return axes
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The `SweepSpec` of the parsed options (every value checked as the `RunConfig` checks it)."""
+    base = config.replace(config.RunConfig(), config_overrides(args))
+    base = dataclasses.replace(
+        base,
+        lr=args.lrs[0],
+        weight_decay=args.weight_decays[0],
+        init_scale=args.init_scales[0],
+        checkpoint_every=args.checkpoint_every,
+    )  # validates the first values; the others are checked as hparams below
+    for lr in args.lrs:
+        config.replace(base, {"lr": lr})
+    return SweepSpec(base, population_axes(args), args.strategy, args.save_members)
+
+
+def _resumed_spec(sweep_dir: str) -> SweepSpec:
+    """The `SweepSpec` saved in a sweep folder, its ``run.out`` pointing at that folder."""
+    path = os.path.join(sweep_dir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"--resume {sweep_dir}: no config.json there (not a jaxdl sweep folder)")
+    with open(path) as f:
+        spec = spec_from_dict(json.load(f))
+    if spec.run.checkpoint_every is None:
+        raise ValueError(
+            f"--resume {sweep_dir}: that sweep saved no checkpoints (run it with "
+            f"--checkpoint-every N to make it resumable)"
+        )
+    return spec._replace(run=config.replace(spec.run, {"out": sweep_dir}))
+
+
+def member_config(base: config.RunConfig, member: Mapping[str, Any]) -> config.RunConfig:
+    """The `RunConfig` of one member of a ``jaxdl sweep``: ``base`` with its axis values.
+
+    Args:
+      base: the sweep's shared `RunConfig`.
+      member: the member's ``{axis: value}`` (``model``, ``seed``, and ``lr``,
+        ``weight_decay``, ``init_scale`` where they are axes).
+
+    Returns:
+      A `RunConfig` that `jaxdl.train.fit` would train into the same network.
+    """
+    overrides = {"model.name": member["model"], "seed": int(member["seed"])}
+    overrides.update({k: member[k] for k in ("lr", "weight_decay", "init_scale") if k in member})
+    return config.replace(base, overrides)
+
+
+def save_members(result, base: config.RunConfig, out: str) -> str:
+    """Writes every member as a run folder ``<out>/members/<i>`` (`SweepResult.save_member`);
+    one already there (whole: they are renamed into place) is kept, as a resumed sweep's.
+
+    Returns:
+      The ``members`` folder.
+    """
+    folder = os.path.join(out, "members")
+    for i, member in enumerate(result.members):
+        run_dir = os.path.join(folder, str(i))
+        if not os.path.exists(run_dir):
+            result.save_member(i, run_dir, run_config=member_config(base, member))
+    return folder
 
 
 def _default_out(data_name: str) -> str:
@@ -149,38 +260,40 @@ def run(args: argparse.Namespace) -> int:
       0, or 1 if every member diverged.
     """
     from jaxdl import distributed
+    from jaxdl.checkpoint import Checkpointer
+    from jaxdl.train import check_fits
 
     mesh = mesh_from_args(args)  # first: jax.distributed starts before any other JAX work
     main_process = distributed.is_main_process()
-    base = config.replace(config.RunConfig(), config_overrides(args))
-    base = dataclasses.replace(
-        base, lr=args.lrs[0], weight_decay=args.weight_decays[0], init_scale=args.init_scales[0]
-    )  # validates the first values; the others are checked as hparams below
-    for lr in args.lrs:
-        config.replace(base, {"lr": lr})
-    axes = population_axes(args)
+    spec = _resumed_spec(args.resume) if args.resume else spec_from_args(args)
+    base, axes = spec.run, spec.axes
     data = config.load_data(base.data)
-    out = args.out or _default_out(base.data.name)
-    members = (
-        len(args.models)
-        * args.seeds
-        * len(args.lrs)
-        * len(args.weight_decays)
-        * len(args.init_scales)
-    )
-    print(
-        f"sweep of {members} networks ({', '.join(f'{k}: {len(v)}' for k, v in axes.items())}) "
-        f"on {base.data.name} ({data.num_train} train / {data.num_test} test), "
-        f"{base.train.steps} steps each -> {out}",
-        flush=True,
-    )
 
     def model_for(model: str):
         model_cfg = dataclasses.replace(base.model, name=model)
         return config.build_model(model_cfg, data.num_classes, len(data.input_shape))
 
+    # as `sweep` checks, but before the folder is made: a bad configuration leaves nothing
+    check_fits(base.train, data, model_for, base.hparams, axes=axes)
+    out = base.out or _default_out(base.data.name)  # --out sets base.out
+    base = config.replace(base, {"out": out})
+    members = len(members_of(axes))
+    print(
+        f"{'resuming ' if args.resume else ''}sweep of {members} networks "
+        f"({', '.join(f'{k}: {len(v)}' for k, v in axes.items())}) "
+        f"on {base.data.name} ({data.num_train} train / {data.num_test} test), "
+        f"{base.train.steps} steps each -> {out}",
+        flush=True,
+    )
+    if main_process:  # first: --resume rebuilds the sweep from it
+        os.makedirs(out, exist_ok=True)
+        write_json_atomic(os.path.join(out, "config.json"), spec_to_dict(spec._replace(run=base)))
+    checkpointer = None
+    if base.checkpoint_every is not None:
+        checkpointer = Checkpointer(report.checkpoint_dir(out), every=base.checkpoint_every)
+
     live = not args.no_progress and sys.stdout.isatty() and main_process
-    groups = len(args.models)
+    groups = len(axes["model"])
     started = time.perf_counter()
     with _Progress(groups * base.train.steps, live=live) as progress:
         done_groups = []
@@ -194,28 +307,27 @@ def run(args: argparse.Namespace) -> int:
             offset = (len(done_groups) - 1) * base.train.steps
             progress.update(offset + step, {k: _mean(v) for k, v in metrics.items()})
 
-        result = sweep(
+        result = sweep(  # a CheckpointError is a ValueError: one line, status 2
             model_for,
             data,
             axes,
             config=base.train,
             hparams=base.hparams,
-            strategy=args.strategy,
+            strategy=spec.strategy,
             on_chunk=on_chunk,
             on_group=on_group,
             mesh=mesh,
+            checkpointer=checkpointer,
+            resume=bool(args.resume),
         )
     wall_s = time.perf_counter() - started
     if not main_process:  # only process 0 writes the folder and prints
         return 0
-    os.makedirs(out, exist_ok=True)
-    write_json_atomic(
-        os.path.join(out, "config.json"),
-        {"run": config.to_dict(base), "axes": axes, "strategy": args.strategy},
-    )
     summary = sweep_report.write_sweep(
         result, out, data_name=base.data.name, extra={"wall_s": wall_s}
     )
+    if spec.save_members:
+        print(f"members saved as run folders in {save_members(result, base, out)}")
     print(f"\n{summary}\n")
     print(f"{members} networks in {wall_s:.0f} s; output: {out}")
     diverged = [row for row in result.rows() if row["diverged_at_step"] >= 0]

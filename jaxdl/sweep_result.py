@@ -6,10 +6,15 @@ import csv
 import dataclasses
 import io
 import math
+import os
+import shutil
+import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from jaxdl.io import write_json_atomic
 
 SEED_AXES = ("seed", "init_seed", "data_seed")
 
@@ -226,3 +231,83 @@ class SweepResult:
         return MemberRun(
             state.params, state.model_state, state, config, self.member_histories[index]
         )
+
+    def save_member(self, index: int, run_dir: str | os.PathLike, *, run_config=None) -> str:
+        """Writes member ``index`` as a single-run folder, as ``jaxdl train`` lays one out.
+
+        ``<run_dir>/checkpoints/`` holds one orbax checkpoint, at the member's final step, and
+        ``config.json``: ``Checkpointer(checkpoint_dir(run_dir)).restore(template)`` gives back
+        exactly ``member(index).state``. With ``run_config`` the folder also holds
+        ``<run_dir>/config.json``, so `jaxdl.report.restore_run`, `jaxdl.report.evaluate_run`
+        and ``jaxdl eval --checkpoint RUN_DIR`` rebuild the model and read it. The folder is
+        written under a temporary name and renamed when complete: it is whole or absent.
+
+        Args:
+          index: position in the population, ``0 <= index < len(self)``.
+          run_dir: the folder to make; it must not exist.
+          run_config: the member's `jaxdl.config.RunConfig` (model, data, training, lr, seed)
+            where it has one, as ``jaxdl sweep`` builds with `jaxdl.sweep_cli.member_config`;
+            its training config, traced hyper-parameters and seed must be the member's.
+            ``None``: ``checkpoints/config.json`` holds `member` ``(index).config`` instead.
+
+        Returns:
+          ``run_dir``.
+
+        Example:
+          >>> result.save_member(3, "runs/best")
+          >>> Checkpointer("runs/best/checkpoints").restore(template)  # (step, member 3's state)
+        """
+        from jaxdl.checkpoint import Checkpointer  # orbax: imported only when saving
+        from jaxdl.config import to_dict
+        from jaxdl.report import checkpoint_dir
+
+        member = self.member(index)
+        config = member.config
+        if run_config is not None:
+            _check_run_config(index, member.config, run_config)
+        run_dir = os.fspath(run_dir)
+        if os.path.exists(run_dir):
+            raise FileExistsError(f"save_member: {run_dir} exists; give a new folder")
+        parent = os.path.dirname(os.path.abspath(run_dir))
+        os.makedirs(parent, exist_ok=True)
+        staging = os.path.join(parent, f".{os.path.basename(run_dir)}.{uuid.uuid4().hex}.tmp")
+        os.makedirs(staging)  # not mkdtemp: the folder gets the umask's permissions, not 0700
+        try:
+            if run_config is not None:
+                config = to_dict(dataclasses.replace(run_config, out=run_dir))
+                write_json_atomic(os.path.join(staging, "config.json"), config)
+            checkpointer = Checkpointer(checkpoint_dir(staging), every=1, keep=1)
+            checkpointer.save_config(config)
+            checkpointer.save(int(member.state.step), member.state, force=True)
+            checkpointer.close()
+            os.rename(staging, run_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return run_dir
+
+
+def _check_run_config(index: int, member_config: dict[str, Any], run_config) -> None:
+    """Raises unless ``run_config`` trains as member ``index`` did (config, hparams, seed)."""
+    axes = member_config["axes"]
+    if "init_seed" in axes or "data_seed" in axes:
+        raise ValueError(
+            f"member {index}: its init_seed / data_seed axes have no RunConfig equivalent"
+        )
+    expected = {
+        "train": member_config["train"],
+        **member_config["hparams"],
+        "seed": axes.get("seed", 0),
+    }
+    found = {
+        "train": dataclasses.asdict(run_config.train),
+        **{k: float(v) for k, v in run_config.hparams._asdict().items()},
+        "seed": run_config.seed,
+    }
+    wrong = [
+        f"{k}: member {expected[k]!r}, run_config {found[k]!r}"
+        for k in expected
+        if expected[k] != found[k]
+    ]
+    if wrong:
+        raise ValueError(f"member {index}: run_config does not describe it: {'; '.join(wrong)}")

@@ -115,7 +115,7 @@ def fit(
       >>> state, history = jaxdl.fit(jaxdl.mlp(), jaxdl.data.load("digits"), TrainConfig(steps=500))
       >>> history["test_accuracy"][-1]
     """
-    check_fits(config, data)
+    check_fits(config, data, model, hparams)  # before anything compiles
     device_data = to_device(data, mesh)
     program = build_program(model, config, device_data.x_train[:1], loss_fn=loss_fn, mesh=mesh)
     init_key, data_key = jax.random.split(jax.random.key(seed))
@@ -174,6 +174,7 @@ def make_train(
             f"make_train: steps ({config.steps}) must be a multiple of "
             f"chunk_steps ({config.chunk_steps})"
         )
+    check_fits(config, data, model)  # hparams come with each call, usually traced
     chunk = make_chunk(model, config, config.chunk_steps, loss_fn)
     example = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
 

@@ -7,17 +7,18 @@ import numpy as np
 from jaxdl.data.dataset import DataError
 
 
-def validate(x: np.ndarray, y: np.ndarray, *, num_classes: int, name: str) -> None:
+def validate(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, name: str) -> None:
     """Raises `DataError` unless ``(x, y)`` is a non-empty, well-formed classification split.
 
     The checks, in order: ``x`` has a batch axis and ``y`` is one integer label per example; both
-    have the same number of examples; that number is not zero; every label lies in
-    ``[0, num_classes)``; every input is finite.
+    have the same number of examples; that number is not zero; ``x`` is floating point; every
+    label lies in ``[0, num_classes)``; every input is finite.
 
     Args:
-      x: inputs, shape ``[N, ...features]``.
+      x: inputs, shape ``[N, ...features]``, floating point.
       y: integer labels, shape ``[N]``.
-      num_classes: the number of classes; labels must lie in ``[0, num_classes)``.
+      num_classes: the number of classes; labels must lie in ``[0, num_classes)``. ``None``
+        checks only that labels are ``>= 0`` (the model's output width decides the rest).
       name: what the split is called in error messages (``"mnist train"``).
 
     Returns:
@@ -29,7 +30,7 @@ def validate(x: np.ndarray, y: np.ndarray, *, num_classes: int, name: str) -> No
 
 
 def _check_shapes(x: np.ndarray, y: np.ndarray, name: str) -> None:
-    """Batch axes present and equal, labels 1-D integers, at least one example."""
+    """Batch axes present and equal, labels 1-D integers, at least one example, float inputs."""
     if x.ndim < 2:
         raise DataError(f"{name}: x must have shape [N, ...features], got shape {x.shape}")
     if y.ndim != 1:
@@ -40,23 +41,35 @@ def _check_shapes(x: np.ndarray, y: np.ndarray, name: str) -> None:
         raise DataError(f"{name}: the data set is empty (x has shape {x.shape})")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: labels y must be integers, got dtype {y.dtype}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(
+            f"{name}: inputs x must be floating point (float32; scale raw pixels to [0, 1]), "
+            f"got dtype {x.dtype}"
+        )
 
 
-def _check_labels(y: np.ndarray, num_classes: int, name: str) -> None:
-    """Every label in ``[0, num_classes)``."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+def _check_labels(y: np.ndarray, num_classes: int | None, name: str) -> None:
+    """Every label in ``[0, num_classes)`` (``>= 0`` if ``num_classes`` is None)."""
+    if num_classes is None:
+        bad, what = y < 0, "negative label(s)"
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise DataError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
-    bad = (y < 0) | (y >= num_classes)
+    else:
+        bad, what = (y < 0) | (y >= num_classes), f"label(s) outside [0, {num_classes})"
     if bad.any():
         first = int(np.argmax(bad))
         raise DataError(
-            f"{name}: {int(bad.sum())} label(s) outside [0, {num_classes}), "
-            f"the first is y[{first}] = {int(y[first])}"
+            f"{name}: {int(bad.sum())} {what}, the first is y[{first}] = {int(y[first])}"
         )
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:
     """No NaN or inf anywhere in ``x``."""
+    # A NaN or an inf anywhere makes the sum non-finite, so a finite sum clears the whole array
+    # without an [N, ...] mask; only a non-finite sum (or an overflow) needs the element check.
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, or an overflow
+        if np.isfinite(np.sum(x, dtype=np.float64)):
+            return
     bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.argmax(bad.reshape(x.shape[0], -1).any(axis=1)))

@@ -1,0 +1,296 @@
+"""Checks of a run's inputs before anything is compiled: the optimiser settings and traced
+hyper-parameters, the data set's splits, the batch size against the data, and the model against
+the data (its input shape and one logit per class). `jaxdl.program.check_fits` runs them for
+`jaxdl.fit`, `jaxdl.sweep` and `jaxdl.make_train`; every error names the field, the expected and
+the actual value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdl.data.batching import steps_per_epoch
+from jaxdl.data.dataset import DataError, Dataset
+from jaxdl.data.device import DeviceData
+from jaxdl.data.validation import validate
+from jaxdl.step import Hparams, TrainConfig
+from jaxdl.sweep_result import SEED_AXES
+from jaxdl.types import Layer
+
+# The lowest value of each traced hyper-parameter and whether that value itself is allowed. A
+# learning rate of 0 is allowed here: it freezes the weights, which tests use to compare a run
+# with its initial params; `jaxdl.config.RunConfig`, what the command line sets, asks for > 0.
+HPARAM_BOUNDS: dict[str, tuple[float, bool]] = {
+    "lr": (0.0, True),
+    "weight_decay": (0.0, True),
+    "init_scale": (0.0, False),
+}
+TRACED_AXES = (*SEED_AXES, *Hparams._fields)  # sweep axes that do not change the program
+
+__all__ = [
+    "HPARAM_BOUNDS",
+    "check_axes",
+    "check_data",
+    "check_hparams",
+    "check_model",
+    "check_run",
+    "check_train_config",
+    "sweep_models",
+]
+
+
+def _host(value: Any) -> np.ndarray | None:
+    """``value`` as a host array, or ``None`` where it is traced (or lives on other processes)
+    and so is known only inside the compiled program."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return None
+    return np.asarray(value)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float | np.integer | np.floating)
+        and bool(np.isfinite(value))
+    )
+
+
+def check_train_config(config: TrainConfig, owner: str = "TrainConfig") -> None:
+    """Raises a ValueError unless the settings `TrainConfig` hands to optax unchecked are valid.
+
+    `TrainConfig` checks its counts and names itself; these are ``grad_clip`` (> 0 or None),
+    ``warmup_steps`` (an int >= 0) and ``momentum`` (in [0, 1)).
+
+    Args:
+      config: the run's `TrainConfig`.
+      owner: what the fields are called in messages (``"train"`` in a `jaxdl.config.RunConfig`).
+
+    Returns:
+      None.
+    """
+    clip = config.grad_clip
+    if clip is not None and not (_is_finite_number(clip) and clip > 0):
+        raise ValueError(f"{owner}.grad_clip must be > 0 or None, got {clip!r}")
+    warmup = config.warmup_steps
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"{owner}.warmup_steps must be an int >= 0, got {warmup!r}")
+    momentum = config.momentum
+    if not (_is_finite_number(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"{owner}.momentum must be in [0, 1), got {momentum!r}")
+
+
+def _check_hparam(where: str, field: str, value: Any) -> None:
+    """Raises a ValueError unless every concrete element of ``value`` is within ``field``'s
+    `HPARAM_BOUNDS`; ``where`` starts the message."""
+    lowest, inclusive = HPARAM_BOUNDS[field]
+    expected = f"a finite number {'>=' if inclusive else '>'} {lowest:g}"
+    array = _host(value)
+    if array is None:
+        return
+    if array.dtype.kind not in "iuf":  # bools, strings, None
+        raise ValueError(f"{where} must be {expected}, got {value!r}")
+    flat = array.reshape(-1).astype(np.float64)
+    bad = ~np.isfinite(flat) | ((flat < lowest) if inclusive else (flat <= lowest))
+    if bad.any():
+        index = int(np.argmax(bad))
+        at = f" (element {index} of shape {array.shape})" if array.ndim else ""
+        raise ValueError(f"{where} must be {expected}, got {flat[index]:g}{at}")
+
+
+def check_hparams(hparams: Hparams, *, skip: Sequence[str] = ()) -> None:
+    """Raises a ValueError naming the field unless every concrete value of ``hparams`` is within
+    `HPARAM_BOUNDS` (traced values are skipped: they are known only inside the program).
+
+    Args:
+      hparams: the run's `Hparams` (floats, or arrays of shape ``()`` or ``[members]``).
+      skip: fields not to check (a sweep's axes, which replace them).
+
+    Returns:
+      None.
+
+    Example:
+      >>> check_hparams(Hparams(lr=-0.1))
+      ValueError: Hparams.lr must be a finite number >= 0, got -0.1
+    """
+    for field in Hparams._fields:
+        if field not in skip:
+            _check_hparam(f"Hparams.{field}", field, getattr(hparams, field))
+
+
+def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
+    """Raises a ValueError naming the axis unless every value of a hyper-parameter axis is within
+    `HPARAM_BOUNDS` and every value of a seed axis is an int.
+
+    Args:
+      axes: a sweep's ``{axis: values}``.
+
+    Returns:
+      None.
+    """
+    for name, values in axes.items():
+        for value in values:
+            if name in HPARAM_BOUNDS:
+                _check_hparam(f"sweep axis {name!r}: each value", name, value)
+            elif name in SEED_AXES and (
+                isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer)
+            ):
+                raise ValueError(f"sweep axis {name!r}: each value must be an int, got {value!r}")
+
+
+def check_data(data: Dataset | DeviceData) -> None:
+    """Raises `jaxdl.data.DataError` unless both splits are well-formed (`jaxdl.data.validate`:
+    lengths, non-empty, float inputs, labels in range, finite inputs) with inputs of one shape.
+
+    A `Dataset` from `jaxdl.data.load` passed these checks when loaded; one built by hand (or a
+    `DeviceData`) is checked here. A `DeviceData` has no ``num_classes``: its labels need only be
+    ``>= 0``, and `check_model` compares them with the model's outputs.
+
+    Args:
+      data: a `Dataset` or a `DeviceData`.
+
+    Returns:
+      None.
+    """
+    name = getattr(data, "name", "data")
+    num_classes = getattr(data, "num_classes", None)
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        x, y = _host(x), _host(y)
+        if x is not None and y is not None:
+            validate(x, y, num_classes=num_classes, name=f"{name} {split}")
+    if data.x_train.shape[1:] != data.x_test.shape[1:]:
+        raise DataError(
+            f"{name}: train and test inputs must match past the batch axis, "
+            f"got shapes {data.x_train.shape} and {data.x_test.shape}"
+        )
+
+
+def check_model(model: Layer, data: Dataset | DeviceData) -> None:
+    """Raises unless ``model`` takes ``data``'s inputs and outputs one logit per label.
+
+    Only ``jax.eval_shape`` of ``init`` and ``apply`` on one example runs (no compilation, no
+    arithmetic): a layer refusing the input raises its `jaxdl.LayerError`, naming the layer, the
+    expected and the actual shape.
+
+    Args:
+      model: the `Layer` to train.
+      data: a `Dataset` or a `DeviceData`, already through `check_data`.
+
+    Returns:
+      None. Raises a ValueError unless the output is ``[batch, num_classes]`` with
+      ``num_classes`` above every label.
+    """
+    x = data.x_train
+    example = jax.ShapeDtypeStruct((1, *x.shape[1:]), jax.dtypes.canonicalize_dtype(x.dtype))
+
+    def logits_of(key, x):
+        params, state = model.init(key, x)
+        return model.apply(params, state, x)[0]
+
+    logits = jax.eval_shape(logits_of, jax.random.key(0), example)
+    if len(logits.shape) != 2:
+        raise ValueError(
+            f"model output: expected logits [batch, num_classes], got shape {logits.shape} "
+            f"for inputs of shape {example.shape}"
+        )
+    labels = [_host(data.y_train), _host(data.y_test)]
+    if any(y is None for y in labels):
+        return
+    top = max(int(np.max(y)) for y in labels)
+    outputs = logits.shape[1]
+    if outputs <= top:
+        name = getattr(data, "name", "the data")
+        raise ValueError(
+            f"model outputs {outputs} classes (logits [batch, {outputs}]) but the labels of "
+            f"{name} go up to {top}: build it with num_classes={top + 1} or more"
+        )
+
+
+def sweep_models(
+    model: Layer | Callable[..., Layer], axes: Mapping[str, Sequence[Any]]
+) -> list[Layer]:
+    """The model of every shape group of a sweep: ``model`` itself if every axis is traced,
+    else ``model(**static values)`` for every combination of the axes that change the program.
+
+    Args:
+      model: a `Layer`, or ``model(**static_values) -> Layer`` (see `jaxdl.sweep`).
+      axes: the sweep's ``{axis: values}`` (``{}`` for a single run).
+
+    Returns:
+      The `Layer` of each group. Raises a TypeError if a model is not a `Layer`, a ValueError if
+      the model function refuses the static axes.
+    """
+    static = [name for name in axes if name not in TRACED_AXES]
+    if not static or isinstance(model, Layer):  # `jaxdl.sweep` refuses a Layer with static axes
+        if not isinstance(model, Layer) and axes:
+            raise TypeError(
+                f"sweep: model must be a Layer, or a function of the axes that change the "
+                f"program (none of {list(axes)} does), got {model!r}"
+            )
+        if not isinstance(model, Layer):
+            raise TypeError(
+                f"model must be a Layer (init, apply, kind), got {model!r}"
+                + ("; did you mean to call it?" if callable(model) else "")
+            )
+        return [model]
+    models = []
+    for values in itertools.product(*(axes[name] for name in static)):
+        kwargs = dict(zip(static, values, strict=True))
+        call = f"model({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+        try:
+            built = model(**kwargs)
+        except TypeError as err:  # an axis the function does not take
+            raise ValueError(f"sweep: {call} failed: {err}") from err
+        if not isinstance(built, Layer):
+            raise TypeError(f"sweep: {call} must return a Layer, got {built!r}")
+        models.append(built)
+    return models
+
+
+def check_run(
+    model: Layer | Callable[..., Layer] | None,
+    data: Dataset | DeviceData,
+    config: TrainConfig,
+    hparams: Hparams | None = None,
+    *,
+    axes: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
+    """Every check of a run (or a sweep) that needs no compilation, cheapest first.
+
+    The order: the optimiser settings (`check_train_config`), the sweep axes (`check_axes`), the
+    hyper-parameters (`check_hparams`), the data (`check_data`), the batch size against the
+    training set, then each model against the data (`check_model`).
+
+    Args:
+      model: the `Layer`; in a sweep, possibly ``model(**static_values) -> Layer``; ``None``
+        skips the model checks (the model is not built yet).
+      data: a `Dataset` or a `DeviceData`.
+      config: the run's `TrainConfig`.
+      hparams: the run's `Hparams` (in a sweep, the values of the fields that are not axes);
+        ``None`` skips them.
+      axes: a sweep's ``{axis: values}``.
+
+    Returns:
+      None. Raises a ValueError (a `jaxdl.data.DataError` for the data, a `jaxdl.LayerError`
+      for a layer refusing its input) naming the field, the expected and the actual value.
+
+    Example:
+      >>> check_run(jaxdl.mlp(num_classes=5), jaxdl.data.load("digits"), TrainConfig())
+      ValueError: model outputs 5 classes (logits [batch, 5]) but the labels of digits go up to 9...
+    """
+    axes = axes or {}
+    check_train_config(config)
+    check_axes(axes)
+    if hparams is not None:
+        check_hparams(hparams, skip=tuple(axes))
+    check_data(data)
+    steps_per_epoch(int(data.x_train.shape[0]), config.batch_size)  # DataError naming both
+    if model is not None:
+        for group_model in sweep_models(model, axes):
+            check_model(group_model, data)
