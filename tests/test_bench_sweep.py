@@ -1,0 +1,117 @@
+"""Tests of the sweep benchmark's own code (`bench.bench_sweep`), without PyTorch: the
+hand-written baselines train the same networks as jaxdl, their vmapped and scanned forms equal
+the single-member step, and one small measurement fills the tables."""
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxdl
+from bench import bench_sweep, common
+from bench.bench_mlp import hand_step
+from jaxdl.sweep import choose_strategy
+
+SPECS = {spec.key: spec for spec in bench_sweep.SPECS}
+# optax.adam's bias correction mixes int and float: the hand-written baselines run with JAX's
+# standard promotion, as the benchmark does (jaxdl wraps its optimisers for the same reason).
+standard_promotion = functools.partial(jax.numpy_dtype_promotion, "standard")
+
+
+def max_abs_diff(a, b) -> float:
+    """The largest absolute difference between two pytrees of arrays (no keys)."""
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs))
+
+
+@pytest.mark.parametrize("key", ["mlp", "convnet"])
+def test_hand_step_equals_jaxdl_step(key):
+    """From jaxdl's initial params, one hand-written Adam step gives jaxdl's loss and params:
+    the baselines train the same network (the ConvNet: lax.conv and reduce_window vs jaxdl's
+    conv and pooling layers)."""
+    spec = SPECS[key]
+    data = bench_sweep.make_data(spec)
+    x, y = jnp.asarray(data.x_train[: bench_sweep.BATCH]), jnp.asarray(data.y_train[:128])
+    model = spec.jaxdl_model()
+    config = jaxdl.TrainConfig(batch_size=bench_sweep.BATCH, optimizer="adam")
+    hparams = jaxdl.Hparams(lr=bench_sweep.LR).as_arrays()
+    state = jaxdl.init_state(
+        model, config, hparams, x, init_key=jax.random.key(0), data_key=jax.random.key(1)
+    )
+    params = [(layer["w"], layer["b"]) for layer in state.params.values()]  # in layer order
+    new_state, metrics = jax.jit(jaxdl.make_step(model, config))(state, hparams, x, y)
+
+    optimizer = optax.adam(bench_sweep.LR)
+    loss_fn = functools.partial(bench_sweep.cross_entropy, spec.hand_logits)
+    with standard_promotion():
+        (new_params, _), loss = jax.jit(functools.partial(hand_step, optimizer, loss_fn))(
+            (params, optimizer.init(params)), x, y
+        )
+    np.testing.assert_allclose(loss, metrics["loss"], rtol=1e-5)
+    expected = [(layer["w"], layer["b"]) for layer in new_state.params.values()]
+    assert max_abs_diff(new_params, expected) < 1e-5
+
+
+def test_vmapped_step_and_scan_equal_single_steps():
+    """Member k of ``jit(vmap(step))`` is the single-member step on member k's carry, and a
+    scanned chunk of 3 steps is 3 steps."""
+    spec = SPECS["mlp"]
+    data = bench_sweep.make_data(spec)
+    x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    step, init = bench_sweep.hand_parts(spec)
+    single = jax.jit(step)
+    with standard_promotion():
+        carries = jax.vmap(init)(jax.random.split(jax.random.key(0), 2))  # 2 members
+        batched, losses = jax.jit(jax.vmap(step, in_axes=(0, None, None)))(carries, x_all, y_all)
+        for k in range(2):
+            member = jax.tree.map(lambda leaf, k=k: leaf[k], carries)
+            alone, loss = single(member, x_all, y_all)
+            np.testing.assert_allclose(losses[k], loss, rtol=1e-6)
+            member_k = jax.tree.map(lambda leaf, k=k: leaf[k], batched)
+            assert max_abs_diff(member_k[:2], alone[:2]) < 1e-6  # params, optimiser state
+
+        member = jax.tree.map(lambda leaf: leaf[0], carries)
+        chunk = jax.jit(functools.partial(bench_sweep.member_chunk, step, 3))
+        scanned, _ = chunk(member, x_all, y_all)
+        for _ in range(3):
+            member, _ = single(member, x_all, y_all)
+    assert max_abs_diff(scanned[:2], member[:2]) < 1e-6
+
+
+def test_measure_fills_the_tables(monkeypatch):
+    """One tiny measurement (MLP, 2 members, no PyTorch, no hand scan): every timed column is a
+    positive rate, auto ran what `choose_strategy` picks, the tables have one cell per column,
+    and the compilation-cache settings are restored."""
+    monkeypatch.setattr(common, "import_torch", lambda: None)
+    spec = dataclasses.replace(SPECS["mlp"], chunk_steps={2: 2}, max_members={"hand_vmap_scan": 1})
+    settings = bench_sweep.Settings(
+        ks=(2,), repeats=1, target_s=0.01, min_chunks=1, whole_run=False
+    )
+    cache_dir = jax.config.jax_compilation_cache_dir
+    with bench_sweep.persistent_cache(), standard_promotion():
+        measured = bench_sweep.measure(spec, 2, settings, torch=False)
+    assert jax.config.jax_compilation_cache_dir == cache_dir
+
+    params_shape, _ = jax.eval_shape(spec.jaxdl_model().init, jax.random.key(0), jnp.zeros((1, 40)))
+    assert measured.strategy == choose_strategy(params_shape, 2)
+    expected = {*bench_sweep.JAXDL_STRATEGIES, "hand_vmap_step", "hand_loop"}
+    assert set(measured.timings) == expected
+    for name in expected:
+        rate = bench_sweep.rate(measured, name)
+        assert math.isfinite(rate) and rate > 0, name
+
+    tables = bench_sweep.tables({"mlp": {2: measured}}, settings)
+    assert [t.key for t in tables] == ["sweep.mlp", "sweep.targets", "sweep.first_call"]
+    for table in tables:
+        assert all(len(row) == len(table.columns) for row in table.rows), table.key
+        table.markdown()
+    (row,) = tables[0].rows
+    cells = dict(zip(tables[0].columns, row, strict=True))
+    for column in ("torch.func", "torch loop", "jaxdl whole-run scan", "hand vmap(scan)"):
+        assert cells[column] is None, column
+    assert common.TORCH_MISSING in tables[0].notes
