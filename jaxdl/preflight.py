@@ -26,7 +26,7 @@ from jaxdl.types import Layer
 # learning rate of 0 is allowed here: it freezes the weights, which tests use to compare a run
 # with its initial params; `jaxdl.config.RunConfig`, what the command line sets, asks for > 0.
 HPARAM_BOUNDS: dict[str, tuple[float, bool]] = {
-    "lr": (0.0, True),
+    "lr": (0.0, False),
     "weight_decay": (0.0, True),
     "init_scale": (0.0, False),
 }

@@ -87,20 +87,38 @@ def _take(tree, index):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def choose_strategy(model_params_shape, num_members: int, backend: str | None = None) -> str:
-    """The ``"auto"`` strategy: vmap the whole group (measured fastest for the benchmark MLPs and
-    im2col ConvNets on CPU, and on GPU), except a single member, which runs plainly ("map").
+# On XLA:CPU a vmapped population stops paying from about this many members: its stacked state
+# outgrows the cache (MLP) and the canonical conv runs members one by one anyway (ConvNet), so
+# running the members one after another is 5-20 % faster (bench/bench_sweep.py, bench/NOTES.md).
+CPU_MAP_FROM = 32
+
+
+def choose_strategy(
+    model_params_shape, num_members: int, backend: str | None = None, *, members_axis: int = 1
+) -> str:
+    """The ``"auto"`` strategy, by backend and population size (measured by `bench.bench_sweep`).
+
+    A single member runs plainly (``"map"``). On CPU, populations of `CPU_MAP_FROM` members or
+    more also run one member after another, smaller ones are vmapped; on GPU/TPU every
+    population is vmapped. On a mesh that splits members over devices (``members_axis > 1``)
+    the population is always vmapped, as ``"map"`` cannot split it.
 
     Args:
-      model_params_shape: the params (or their shapes) of one member.
+      model_params_shape: the params (or their shapes) of one member (unused so far).
       num_members: members in the group.
       backend: ``jax.default_backend()`` if ``None``.
+      members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
 
     Returns:
       ``"vmap"`` or ``"map"``.
     """
-    del model_params_shape, backend
-    return "map" if num_members == 1 else "vmap"
+    del model_params_shape
+    if members_axis > 1:
+        return "vmap"
+    if num_members == 1:
+        return "map"
+    backend = backend or jax.default_backend()
+    return "map" if backend == "cpu" and num_members >= CPU_MAP_FROM else "vmap"
 
 
 def _memory_budget() -> int:
@@ -173,7 +191,7 @@ def _run_population(
 
     if strategy == "auto":
         params_shape, _ = jax.eval_shape(model.init, jax.random.key(0), example)
-        strategy = choose_strategy(params_shape, max(len(members), unit))
+        strategy = choose_strategy(params_shape, len(members), members_axis=unit)
     saved = None if checkpoints is None else checkpoints.layout()
     if saved is not None:  # a resumed group runs the chunks it was checkpointed in
         strategy, chunk_members = saved

@@ -35,11 +35,14 @@ def _list(kind):
 
     def parse(text: str) -> list:
         try:
-            return [kind(part) for part in text.split(",") if part.strip()]
+            values = [kind(part) for part in text.split(",") if part.strip()]
         except ValueError:
+            values = []
+        if not values:
             raise argparse.ArgumentTypeError(
                 f"expected comma-separated {kind.__name__} values, got {text!r}"
-            ) from None
+            )
+        return values
 
     return parse
 

@@ -102,7 +102,15 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(lr=-0.1),
         ValueError,
-        "Hparams.lr must be a finite number >= 0, got -0.1",
+        "Hparams.lr must be a finite number > 0, got -0.1",
+    ),
+    "lr-zero": (
+        MLP,
+        TOY,
+        CONFIG,
+        Hparams(lr=0.0),
+        ValueError,
+        "Hparams.lr must be a finite number > 0, got 0",
     ),
     "lr-nan": (
         MLP,
@@ -110,7 +118,7 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(lr=NAN),
         ValueError,
-        "Hparams.lr must be a finite number >= 0, got nan",
+        "Hparams.lr must be a finite number > 0, got nan",
     ),
     "lr-inf": (
         MLP,
@@ -118,7 +126,7 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(lr=float("inf")),
         ValueError,
-        "Hparams.lr must be a finite number >= 0, got inf",
+        "Hparams.lr must be a finite number > 0, got inf",
     ),
     "lr-string": (
         MLP,
@@ -126,7 +134,7 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(lr="0.1"),
         ValueError,
-        "Hparams.lr must be a finite number >= 0, got '0.1'",
+        "Hparams.lr must be a finite number > 0, got '0.1'",
     ),
     "lr-array-element": (
         MLP,
@@ -134,7 +142,7 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(lr=np.array([1e-3, -1.0])),
         ValueError,
-        "Hparams.lr must be a finite number >= 0, got -1 (element 1 of shape (2,))",
+        "Hparams.lr must be a finite number > 0, got -1 (element 1 of shape (2,))",
     ),
     "weight-decay-negative": (
         MLP,
@@ -318,7 +326,7 @@ SWEEP_CASES = {
         {"lr": [1e-3, -1.0]},
         MLP,
         ValueError,
-        "sweep axis 'lr': each value must be a finite number >= 0, got -1",
+        "sweep axis 'lr': each value must be a finite number > 0, got -1",
     ),
     "weight-decay-axis-nan": (
         {"weight_decay": [0.0, NAN]},
@@ -510,6 +518,7 @@ TRAIN_CLI_CASES = {
 SWEEP = ["--model", "mlp", "--hidden", "8", "--seeds", "1", "--steps", "2", "--chunk-steps", "2"]
 SWEEP_CLI_CASES = {
     "lr-zero": (["--lr", "0,1e-3"], "lr must be > 0, got 0.0"),
+    "lr-empty-list": (["--lr", ","], "argument --lr: expected comma-separated float values"),
     "weight-decay-negative": (
         ["--weight-decay", "0,-1"],
         "sweep axis 'weight_decay': each value must be a finite number >= 0, got -1",
@@ -550,8 +559,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, no_compiling, command
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert lines[0].startswith(f"error: {message}"), lines[0]
-    if command == "train":  # nothing written before the configuration is known to be good
-        assert not out.exists()
+    assert not out.exists()  # nothing written before the configuration is known to be good
 
 
 # ----------------------------------------------------------------------------- determinism

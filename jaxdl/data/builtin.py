@@ -98,6 +98,12 @@ class _Source(NamedTuple):
 
 def _finish(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
     """Validates both splits and returns them as a `Dataset` of float32 inputs, int32 labels."""
+    for split, x in (("train", x_train), ("test", x_test)):
+        if np.asarray(x).dtype.kind not in "biuf":
+            raise DataError(
+                f"{name} {split}: inputs must be numbers (bool, int or float), "
+                f"got dtype {np.asarray(x).dtype}"
+            )
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     validate(x_train, y_train, num_classes=num_classes, name=f"{name} train")
     validate(x_test, y_test, num_classes=num_classes, name=f"{name} test")
