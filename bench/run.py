@@ -1,8 +1,8 @@
 """Runs the benchmarks and writes their tables: ``python -m bench.run [--quick] [--only a,b]``.
 
 Each benchmark is a module exposing ``run(quick: bool) -> list[bench.common.Table]``, listed in
-`BENCHMARKS` by name. A module that is not there (``bench.bench_sweep`` until it is added) is
-skipped with a note, so adding a benchmark is one file plus, at most, one line here.
+`BENCHMARKS` by name. A listed module that is not there is skipped with a note, so adding a
+benchmark is one file plus, at most, one line here.
 """
 
 from __future__ import annotations

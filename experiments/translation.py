@@ -107,10 +107,11 @@ def equivariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
     each border, where zero padding breaks the symmetry.
     """
     rows = []
-    stacks = {  # label: (depth, stride, impl); on CPU "auto" is im2col
+    stacks = {  # label: (depth, stride, impl); on CPU "auto" is the canonical-layout lax.conv
         "conv (1 layer)": (1, 1, "auto"),
         "conv-relu x 3": (3, 1, "auto"),
         "conv-relu x 3, lax.conv": (3, 1, "xla"),
+        "conv-relu x 3, im2col": (3, 1, "im2col"),
         "conv stride 2": (1, 2, "auto"),
     }
     for label, (depth, stride, impl) in stacks.items():
