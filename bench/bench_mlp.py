@@ -445,12 +445,14 @@ def run(quick: bool = False) -> list[Table]:
                 scan_rows,
                 [
                     f"jaxdl chunk: `jax.jit(make_chunk(model, config, {SCAN_STEPS}), "
-                    "donate_argnums=0)`, which draws its batches on the device (epoch "
-                    "permutations and a gather) from max(8 × batch, 4096) examples; the hand "
-                    "scan gathers precomputed indices from the same data; the loops reuse one "
-                    "batch.",
-                    "chunk's batch indices: `jaxdl.train.make_indices` (the epoch permutations "
-                    "and the slice a chunk takes from them) jitted and timed alone, per step.",
+                    "donate_argnums=0)`, which draws its batches on the device (a keyed "
+                    "shuffle of epoch positions, `jaxdl.data.chunk_indices`, and a gather) from "
+                    "max(8 × batch, 4096) examples; the hand scan gathers precomputed indices "
+                    "from the same data; the loops reuse one batch.",
+                    "chunk's batch indices: `jaxdl.train.make_indices` (the examples of the "
+                    "chunk's 100 steps) jitted and timed alone, per step. Until the shuffle "
+                    "replaced them, sorts of whole epoch permutations took 70-80 µs per step "
+                    "here (bench/NOTES.md).",
                 ],
             )
         )

@@ -1,6 +1,7 @@
 """jaxdl: deep nets as pure functions over parameter dicts, trained with jax.grad and optax."""
 
 from jaxdl import data, initializers, optimizers
+from jaxdl.compilation_cache import enable_compilation_cache
 from jaxdl.layers import (
     ACTIVATIONS,
     activation,
@@ -74,6 +75,7 @@ __all__ = [
     "dropout",
     "elementwise",
     "elu",
+    "enable_compilation_cache",
     "evaluate",
     "fit",
     "flatten",

@@ -96,7 +96,9 @@ def make(
       An ``optax.GradientTransformation``.
     """
     check_names(name, schedule)
-    rate = schedule_fn(schedule, lr, steps, warmup_steps)
+    # A constant rate is passed as the value itself, not as a schedule: optax then keeps no step
+    # counter for it (one state leaf less to carry, donate and return every step).
+    rate = lr if schedule == "constant" else schedule_fn(schedule, lr, steps, warmup_steps)
     parts = []
     if grad_clip is not None:
         parts.append(optax.clip_by_global_norm(grad_clip))

@@ -256,6 +256,13 @@ def test_npz_with_unknown_layout(tmp_path):
         data.load("npz", path=path)
 
 
+def test_npz_with_string_inputs_names_the_split_and_dtype(tmp_path):
+    path = tmp_path / "text.npz"
+    np.savez(path, x=np.array([["a", "b"]] * 10), y=np.zeros(10, np.int64))
+    with pytest.raises(DataError, match=r"npz train: inputs must be numbers .* got dtype <U1"):
+        data.load("npz", path=path)
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -369,6 +376,29 @@ def test_epoch_permutation_is_a_permutation():
     np.testing.assert_array_equal(np.sort(perm), np.arange(17))
     traced = jax.jit(data.epoch_permutation, static_argnums=2)(jax.random.key(3), jnp.int32(2), 17)
     np.testing.assert_array_equal(traced, perm)
+
+
+@pytest.mark.parametrize("num_examples", [5, 10, 23])
+def test_epoch_order_is_uniform_over_keys(num_examples):
+    # Each example is equally likely at each position: a chi-square test over 4,000 keys.
+    draws = 4000
+    keys = jax.random.split(jax.random.key(0), draws)
+    perms = np.asarray(jax.jit(jax.vmap(lambda k: _jitted_permutation(k, 3, num_examples)))(keys))
+    counts = np.stack([np.bincount(column, minlength=num_examples) for column in perms.T])  # [P, N]
+    expected = draws / num_examples
+    chi2 = float(np.sum((counts - expected) ** 2 / expected))
+    dof = (num_examples - 1) ** 2
+    assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)
+    fixed_points = (perms == np.arange(num_examples)).sum(axis=1)  # uniform: mean 1, variance 1
+    assert abs(fixed_points.mean() - 1) < 0.1 and abs(fixed_points.var() - 1) < 0.15
+
+
+def test_large_epoch_is_a_permutation_without_order_left():
+    num_examples = 60_000  # MNIST: 2**16 > N, so about 1 value in 12 needs a second pass
+    perm = np.asarray(data.epoch_permutation(jax.random.key(1), 0, num_examples))
+    np.testing.assert_array_equal(np.sort(perm), np.arange(num_examples))
+    assert abs(np.corrcoef(np.arange(num_examples), perm)[0, 1]) < 0.02
+    assert abs(np.corrcoef(perm[:-1], perm[1:])[0, 1]) < 0.02  # neighbours are unrelated
 
 
 @settings(max_examples=10, deadline=None)

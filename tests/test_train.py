@@ -234,6 +234,31 @@ def test_make_applies_the_schedule_step_by_step():
         np.testing.assert_allclose(updates["w"], -float(schedule(jnp.int32(step))), rtol=1e-6)
 
 
+def test_constant_schedule_keeps_no_step_counter():
+    # The rate itself goes to optax: the state is adam's alone (one leaf less to carry each step).
+    params = {"w": jnp.ones((3,), jnp.float32)}
+    for name, reference in (("adam", optax.adam(0.1)), ("sgd", optax.sgd(0.1))):
+        ours = optimizers.make(name, jnp.float32(0.1), steps=10).init(params)
+        (only,) = ours  # jaxdl chains its parts: here a single one
+        assert jax.tree.structure(only) == jax.tree.structure(reference.init(params)), name
+    cosine = optimizers.make("adam", 0.1, steps=10, schedule="cosine").init(params)
+    assert len(jax.tree.leaves(cosine)) == len(jax.tree.leaves(optax.adam(0.1).init(params))) + 1
+
+
+def test_init_scale_multiplies_only_the_weights_and_one_is_exact(small):
+    model = jaxdl.mlp(hidden=(8,))
+    config = TrainConfig(batch_size=16)
+    init_key, data_key = run_keys(0)
+    params, _ = model.init(init_key, EXAMPLE)
+    for scale in (1.0, jnp.float32(1.0), 0.5):
+        state = train.init_state(
+            model, config, Hparams(init_scale=scale), EXAMPLE, init_key=init_key, data_key=data_key
+        )
+        expected = {layer: {"w": p["w"] * float(scale), "b": p["b"]} for layer, p in params.items()}
+        chex.assert_trees_all_equal(state.params, expected)
+        assert int(state.step) == 0 and int(state.diverged_at) == -1
+
+
 def test_grad_clip_limits_the_update_as_optax_does():
     params = {"a": jnp.zeros((4,), jnp.float32), "b": jnp.zeros((2, 2), jnp.float32)}
     big = {"a": jnp.full((4,), 3.0, jnp.float32), "b": jnp.full((2, 2), -4.0, jnp.float32)}
