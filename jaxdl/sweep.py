@@ -87,24 +87,31 @@ def _take(tree, index):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-# On XLA:CPU a vmapped population stops paying from about this many members: its stacked state
-# outgrows the cache (MLP) and the canonical conv runs members one by one anyway (ConvNet), so
-# running the members one after another is 5-20 % faster (bench/bench_sweep.py, bench/NOTES.md).
-CPU_MAP_FROM = 32
+# On XLA:CPU a vmapped population stops paying from some size on, and running the members one
+# after another is then as fast or faster (bench/bench_sweep.py, bench/NOTES.md section 9): from
+# about 32 members for ConvNets (the canonical conv runs vmapped members one by one anyway) and
+# about 128 for dense nets (the stacked state outgrows the cache).
+CPU_MAP_FROM = {"conv": 32, "dense": 128}
+
+
+def _has_conv(params_shape) -> bool:
+    """Whether any weight has rank 3 or more (a conv kernel ``[*window, in, out]``)."""
+    return any(len(getattr(leaf, "shape", ())) >= 3 for leaf in jax.tree.leaves(params_shape))
 
 
 def choose_strategy(
     model_params_shape, num_members: int, backend: str | None = None, *, members_axis: int = 1
 ) -> str:
-    """The ``"auto"`` strategy, by backend and population size (measured by `bench.bench_sweep`).
+    """The ``"auto"`` strategy, by backend, model and population size (see `bench.bench_sweep`).
 
-    A single member runs plainly (``"map"``). On CPU, populations of `CPU_MAP_FROM` members or
-    more also run one member after another, smaller ones are vmapped; on GPU/TPU every
-    population is vmapped. On a mesh that splits members over devices (``members_axis > 1``)
-    the population is always vmapped, as ``"map"`` cannot split it.
+    A single member runs plainly (``"map"``). On CPU, populations of at least `CPU_MAP_FROM`
+    members (32 for a model with conv kernels, 128 for a dense one) also run one member after
+    another, smaller ones are vmapped; on GPU/TPU every population is vmapped. On a mesh that
+    splits members over devices (``members_axis > 1``) the population is always vmapped, as
+    ``"map"`` cannot split it.
 
     Args:
-      model_params_shape: the params (or their shapes) of one member (unused so far).
+      model_params_shape: the params (or their shapes) of one member; ``None``: a dense net.
       num_members: members in the group.
       backend: ``jax.default_backend()`` if ``None``.
       members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
@@ -112,13 +119,14 @@ def choose_strategy(
     Returns:
       ``"vmap"`` or ``"map"``.
     """
-    del model_params_shape
     if members_axis > 1:
         return "vmap"
     if num_members == 1:
         return "map"
-    backend = backend or jax.default_backend()
-    return "map" if backend == "cpu" and num_members >= CPU_MAP_FROM else "vmap"
+    if (backend or jax.default_backend()) != "cpu":
+        return "vmap"
+    threshold = CPU_MAP_FROM["conv" if _has_conv(model_params_shape) else "dense"]
+    return "map" if num_members >= threshold else "vmap"
 
 
 def _memory_budget() -> int:

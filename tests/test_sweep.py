@@ -307,17 +307,25 @@ def test_batch_larger_than_the_data_set_raises_before_compiling(monkeypatch):
         jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, batch_size=512)
 
 
+CONV_PARAMS = {"conv1": {"w": jax.ShapeDtypeStruct((3, 3, 1, 8), jnp.float32)}}
+DENSE_PARAMS = {"dense1": {"w": jax.ShapeDtypeStruct((64, 8), jnp.float32)}}
+
+
 @pytest.mark.parametrize(
-    "num_members, backend, members_axis, expected",
+    "params, num_members, backend, members_axis, expected",
     [
-        (1, "cpu", 1, "map"),
-        (8, "cpu", 1, "vmap"),
-        (sweep_module.CPU_MAP_FROM, "cpu", 1, "map"),
-        (1, "gpu", 1, "map"),
-        (1024, "gpu", 1, "vmap"),
-        (64, "cpu", 4, "vmap"),  # a mesh's members axis needs vmap
+        (DENSE_PARAMS, 1, "cpu", 1, "map"),
+        (DENSE_PARAMS, 32, "cpu", 1, "vmap"),
+        (DENSE_PARAMS, 128, "cpu", 1, "map"),
+        (CONV_PARAMS, 8, "cpu", 1, "vmap"),
+        (CONV_PARAMS, 32, "cpu", 1, "map"),
+        (CONV_PARAMS, 1, "gpu", 1, "map"),
+        (CONV_PARAMS, 1024, "gpu", 1, "vmap"),
+        (CONV_PARAMS, 64, "cpu", 4, "vmap"),  # a mesh's members axis needs vmap
     ],
 )
-def test_auto_strategy_by_backend_and_population(num_members, backend, members_axis, expected):
-    choice = sweep_module.choose_strategy(None, num_members, backend, members_axis=members_axis)
+def test_auto_strategy_by_backend_model_and_population(
+    params, num_members, backend, members_axis, expected
+):
+    choice = sweep_module.choose_strategy(params, num_members, backend, members_axis=members_axis)
     assert choice == expected
