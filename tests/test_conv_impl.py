@@ -327,8 +327,13 @@ def test_auto_picks_canonical_for_1d_2d_on_cpu_and_xla_elsewhere(monkeypatch):
     assert jax.default_backend() == "cpu"
     assert [resolve_impl("auto", n) for n in (1, 2, 3)] == ["canonical", "canonical", "im2col"]
     assert resolve_impl("xla", 2) == "xla" and resolve_impl("im2col", 1) == "im2col"
+    # a window larger than the input (mostly padding) goes to im2col on the CPU
+    assert resolve_impl("auto", 2, (8, 8), (5, 5)) == "canonical"
+    assert resolve_impl("auto", 2, (4, 4), (5, 5)) == "im2col"
+    assert resolve_impl("auto", 1, (40,), (5,)) == "canonical"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert [resolve_impl("auto", n) for n in (1, 2, 3)] == ["xla", "xla", "xla"]
+    assert resolve_impl("auto", 2, (4, 4), (5, 5)) == "xla"
 
 
 @pytest.mark.parametrize("impl", ["auto", "canonical", "im2col"])
