@@ -1,15 +1,12 @@
 """The real kill test: SIGKILL `jaxdl train` after its first checkpoint, resume, compare bits."""
 
+import functools
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
-import pytest
+from _kill_and_resume import kill_after_checkpoint, start_jaxdl
 
 from jaxdl import report
 
@@ -23,38 +20,20 @@ ARGS = [
 
 def jaxdl_train(log_path, *args):
     """Starts ``python -m jaxdl train ARGS`` writing its output to ``log_path``."""
-    with open(log_path, "wb") as log:  # the child keeps its own handle
-        command = [sys.executable, "-m", "jaxdl", "train", *args]
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    return start_jaxdl(log_path, "train", *args)
 
 
-def wait_for_checkpoint(run_dir, process, timeout=120.0):
-    """Blocks until the first complete checkpoint exists (orbax renames a step when done)."""
+def has_checkpoint(run_dir) -> bool:
     checkpoints = os.path.join(run_dir, "checkpoints")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
-            return
-        if process.poll() is not None:
-            pytest.fail(f"jaxdl train ended (status {process.returncode}) before a checkpoint")
-        time.sleep(0.05)
-    pytest.fail("no checkpoint within the timeout")
+    return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
 
 
 def test_killed_run_resumes_bit_identical(tmp_path):
     killed_dir, full_dir = str(tmp_path / "killed"), str(tmp_path / "full")
     uninterrupted = jaxdl_train(tmp_path / "full.log", *ARGS, "--out", full_dir)
     killed = jaxdl_train(tmp_path / "killed.log", *ARGS, "--out", killed_dir)
-    try:
-        wait_for_checkpoint(killed_dir, killed)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
-        assert killed.returncode == -signal.SIGKILL
-        assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "full.log").read_text()
-    finally:
-        for process in (killed, uninterrupted):
-            if process.poll() is None:
-                process.kill()
+    saved = functools.partial(has_checkpoint, killed_dir)
+    kill_after_checkpoint(saved, killed, uninterrupted, tmp_path / "full.log")
     steps_before = sorted(int(n) for n in os.listdir(f"{killed_dir}/checkpoints") if n.isdigit())
     assert steps_before and steps_before[-1] < 600
 

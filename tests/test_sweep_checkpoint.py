@@ -9,16 +9,13 @@ Sweeps compile one program per group, so populations are tiny MLPs on a few hund
 import csv
 import functools
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _kill_and_resume import kill_after_checkpoint, start_jaxdl
 
 import jaxdl
 from jaxdl import cli, config, report
@@ -217,9 +214,7 @@ MEMBERS, STEPS = 4, 400
 
 def jaxdl_sweep(log_path, *args):
     """Starts ``python -m jaxdl sweep ARGS`` writing its output to ``log_path``."""
-    with open(log_path, "wb") as log:  # the child keeps its own handle
-        command = [sys.executable, "-m", "jaxdl", "sweep", *args]
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    return start_jaxdl(log_path, "sweep", *args)
 
 
 def saved_steps(sweep_dir) -> list[int]:
@@ -227,18 +222,6 @@ def saved_steps(sweep_dir) -> list[int]:
     if not os.path.isdir(folder):
         return []
     return sorted(int(n) for n in os.listdir(folder) if n.isdigit())
-
-
-def wait_for_checkpoint(sweep_dir, process, timeout=120.0):
-    """Blocks until the first complete checkpoint exists (orbax renames a step when done)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if saved_steps(sweep_dir):
-            return
-        if process.poll() is not None:
-            pytest.fail(f"jaxdl sweep ended (status {process.returncode}) before a checkpoint")
-        time.sleep(0.05)
-    pytest.fail("no checkpoint within the timeout")
 
 
 def final_states(sweep_dir, template):
@@ -259,16 +242,8 @@ def test_killed_sweep_resumes_bit_identical_and_members_evaluate(tmp_path, capsy
     killed_dir, full_dir = str(tmp_path / "killed"), str(tmp_path / "full")
     uninterrupted = jaxdl_sweep(tmp_path / "full.log", *ARGS, "--out", full_dir)
     killed = jaxdl_sweep(tmp_path / "killed.log", *ARGS, "--save-members", "--out", killed_dir)
-    try:
-        wait_for_checkpoint(killed_dir, killed)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
-        assert killed.returncode == -signal.SIGKILL
-        assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "full.log").read_text()
-    finally:
-        for process in (killed, uninterrupted):
-            if process.poll() is None:
-                process.kill()
+    saved = functools.partial(saved_steps, killed_dir)
+    kill_after_checkpoint(saved, killed, uninterrupted, tmp_path / "full.log")
     assert saved_steps(killed_dir)[-1] < STEPS
     assert not os.path.exists(os.path.join(killed_dir, "results.csv"))
 
