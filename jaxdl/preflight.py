@@ -15,9 +15,9 @@ import jax
 import numpy as np
 
 from jaxdl.data.batching import steps_per_epoch
-from jaxdl.data.dataset import DataError, Dataset
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData
-from jaxdl.data.validation import validate
+from jaxdl.data.validation import check_same_features, validate
 from jaxdl.step import Hparams, TrainConfig
 from jaxdl.sweep_result import SEED_AXES
 from jaxdl.types import Layer
@@ -164,11 +164,7 @@ def check_data(data: Dataset | DeviceData) -> None:
         x, y = _host(x), _host(y)
         if x is not None and y is not None:
             validate(x, y, num_classes=num_classes, name=f"{name} {split}")
-    if data.x_train.shape[1:] != data.x_test.shape[1:]:
-        raise DataError(
-            f"{name}: train and test inputs must match past the batch axis, "
-            f"got shapes {data.x_train.shape} and {data.x_test.shape}"
-        )
+    check_same_features(name, data.x_train.shape, data.x_test.shape)
 
 
 def check_model(model: Layer, data: Dataset | DeviceData) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxdl.data.dataset import DataError, Dataset
 from jaxdl.data.readers import PathLike, read_cifar10_batch, read_idx, read_npz
-from jaxdl.data.validation import validate
+from jaxdl.data.validation import check_same_features, validate
 
 DIGITS_TEST_FRACTION = 0.2  # 360 of 1797 images, stratified by class
 NPZ_TEST_FRACTION = 0.2  # split off the end of an .npz that holds only x and y
@@ -107,11 +107,7 @@ def _finish(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     validate(x_train, y_train, num_classes=num_classes, name=f"{name} train")
     validate(x_test, y_test, num_classes=num_classes, name=f"{name} test")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(
-            f"{name}: train and test inputs must match past the batch axis, "
-            f"got shapes {x_train.shape} and {x_test.shape}"
-        )
+    check_same_features(name, x_train.shape, x_test.shape)
     # Labels are cast only after validation, so no out-of-range int64 can wrap around.
     return Dataset(
         x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes, name

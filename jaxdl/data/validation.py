@@ -1,4 +1,5 @@
-"""Checks that one split of a data set is usable: matching lengths, valid labels, finite inputs."""
+"""Checks that a data set is usable: each split with matching lengths, valid labels and finite
+inputs, and both splits with inputs of one shape."""
 
 from __future__ import annotations
 
@@ -76,4 +77,22 @@ def _check_finite(x: np.ndarray, name: str) -> None:
         raise DataError(
             f"{name}: x has {int(bad.sum())} non-finite value(s) (NaN or inf), "
             f"the first in example {first}"
+        )
+
+
+def check_same_features(name: str, train_shape: tuple, test_shape: tuple) -> None:
+    """Raises `DataError` unless the train and test inputs match past the batch axis.
+
+    Args:
+      name: the data set's name in the message.
+      train_shape: ``x_train.shape``, ``[N, ...features]``.
+      test_shape: ``x_test.shape``, ``[M, ...features]``.
+
+    Returns:
+      None.
+    """
+    if tuple(train_shape[1:]) != tuple(test_shape[1:]):
+        raise DataError(
+            f"{name}: train and test inputs must match past the batch axis, "
+            f"got shapes {tuple(train_shape)} and {tuple(test_shape)}"
         )
