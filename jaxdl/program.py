@@ -190,7 +190,8 @@ def run_program(
         ``test_accuracy`` and ``test_loss`` when an evaluation ran); for progress bars, logs and
         sweep checkpoints (which keep the history so far).
       stop_on_divergence: stop after the chunk in which every member diverged.
-      on_state: called after every chunk with the step reached and the state (checkpointing).
+      on_state: called after every chunk, after ``on_chunk``, with the step reached and the
+        state (checkpointing: a checkpoint at step ``s`` comes after the logs up to ``s``).
 
     Returns:
       ``(final state, History, timings)`` where timings holds ``compile_s`` (first chunk, which
@@ -231,10 +232,12 @@ def run_program(
             )
             report["test_accuracy"] = test["accuracy"]
             report["test_loss"] = test["loss"]
-        if on_state is not None:
-            on_state(done, state)
+        # Logs first, then the checkpoint: a run killed in between resumes from the previous
+        # checkpoint and rewrites this chunk's rows, while the other order would lose them.
         if on_chunk is not None:
             on_chunk(done, report)
+        if on_state is not None:
+            on_state(done, state)
         if stop_on_divergence and np.all(sharding.fetch(state.diverged_at) >= 0):
             break
     return state, stack_history(chunks, evals), timings

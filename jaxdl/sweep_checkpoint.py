@@ -310,10 +310,7 @@ def run_unit(
             past = load_history(checkpointer.directory, step)
         chunks, evals, latest = [], [], {}
 
-        def on_state(step, state):  # run_program calls it just before on_chunk, same step
-            latest["state"] = state
-
-        def record(step, report):
+        def record(step, report):  # run_program calls on_state right after, for the same step
             chunks.append({k: v for k, v in report.items() if k not in EVAL_KEYS})
             if "test_accuracy" in report:
                 evals.append(
@@ -323,14 +320,17 @@ def run_unit(
                         "test_accuracy": report["test_accuracy"],
                     }
                 )
+            latest["report"] = report
+
+        def on_state(step, state):  # saves before the caller's on_chunk, which may stop the sweep
             final = step == config.steps
             if checkpointer.due(step, force=final):
                 if is_main_process():  # the history first: a checkpoint never lacks its history
                     so_far = concat_history(past, stack_history(chunks, evals))
                     save_history(checkpointer.directory, so_far)
-                checkpointer.save(step, latest["state"], force=final)
+                checkpointer.save(step, state, force=final)
             if on_chunk is not None:
-                on_chunk(step, report)
+                on_chunk(step, latest["report"])
 
         state, history, _ = run_program(
             program, config, state, hparams, data, on_chunk=record, on_state=on_state

@@ -424,3 +424,24 @@ def test_batch_larger_than_the_data_set_raises_before_compiling(small, monkeypat
     tiny = small.subset(20, 10)
     with pytest.raises(jaxdl.data.DataError, match="num_examples=20.*batch_size=32"):
         jaxdl.fit(jaxdl.mlp(hidden=(8,)), tiny, TrainConfig(steps=5, batch_size=32))
+
+
+def test_run_program_logs_a_chunk_before_checkpointing_it(small):
+    # a run killed between the two resumes from the previous checkpoint and logs the chunk again;
+    # the other order would leave a checkpoint whose chunk was never logged
+    config = TrainConfig(steps=4, batch_size=32, chunk_steps=2, eval_every=4)
+    data = train.to_device(small)
+    program = train.build_program(jaxdl.mlp(hidden=(8,)), config, data.x_train[:1])
+    hparams = Hparams().as_arrays()
+    init_key, data_key = jax.random.split(jax.random.key(0))
+    calls = []
+    train.run_program(
+        program,
+        config,
+        program.init(init_key, data_key, hparams),
+        hparams,
+        data,
+        on_chunk=lambda step, _: calls.append(("log", step)),
+        on_state=lambda step, _: calls.append(("checkpoint", step)),
+    )
+    assert calls == [("log", 2), ("checkpoint", 2), ("log", 4), ("checkpoint", 4)]
