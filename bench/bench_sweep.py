@@ -682,8 +682,9 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
             own = best_of(m, ("vmap", "map"))
             auto_hand, noise = over(m, "auto", hand)
             auto_own, own_noise = over(m, "auto", own)
-            # auto runs the program of the strategy it chose: its choice over the best choice
-            chosen = over(m, m.strategy, own)[0] if m.strategy in ("vmap", "map") else None
+            # auto runs the program of the strategy it chose: its choice over the best choice.
+            # A chunked plan is neither strategy's program: auto's own samples are its samples.
+            chosen = over(m, m.strategy, own)[0] if m.strategy in ("vmap", "map") else auto_own
             scan_loop = over(m, "whole_run", "jaxdl_loop")[0]
             target_rows.append(
                 [
@@ -764,8 +765,10 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
                 "auto runs the program of the strategy it chose (auto ran), so auto / best "
                 "jaxdl differs from auto's choice / best jaxdl (that strategy's own samples over "
                 "the best's; 1 when auto chose the best) only by noise; the target is judged on "
-                "the latter. Noise: ± half the relative IQR of the per-repeat ratios auto / "
-                "best hand and auto / best jaxdl.",
+                "the latter. When auto ran a chunked plan (chunked(M): M members vmapped per "
+                "program run, `jaxdl.sweep.choose_strategy`), that is auto / best jaxdl. Noise: "
+                "± half the relative IQR of the per-repeat ratios auto / best hand and auto / "
+                "best jaxdl.",
             ],
         )
     )
@@ -780,9 +783,8 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
                 "jaxdl.sweep: from the call to the first `on_chunk` (data to device, build, "
                 "init, compile, first chunk) of its first call. The benchmark keeps a "
                 "persistent compilation cache, so a strategy running the program auto compiled "
-                "before it (vmap for K > 1, map for K = 1) loads it: that entry is a sweep call "
-                "without compiling. Runners: trace + compile + first call, in the warm "
-                "benchmark process.",
+                "before it loads it: that entry is a sweep call without compiling. Runners: "
+                "trace + compile + first call, in the warm benchmark process.",
             ],
         )
     )

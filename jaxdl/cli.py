@@ -330,10 +330,11 @@ def _metrics_text(metrics: dict[str, Any], test_accuracy: float | None) -> str:
 
 
 class _Progress:
-    """A rich progress bar over steps, or (``live=False``) one printed line per evaluation."""
+    """A rich progress bar over steps (or network-steps in a sweep: ``unit``), or
+    (``live=False``) one printed line per evaluation."""
 
-    def __init__(self, total: int, *, live: bool, quiet: bool = False):
-        self.total, self.live, self.quiet = total, live, quiet
+    def __init__(self, total: int, *, live: bool, quiet: bool = False, unit: str = "step"):
+        self.total, self.live, self.quiet, self.unit = total, live, quiet, unit
         self.test_accuracy: float | None = None
 
     def __enter__(self) -> _Progress:
@@ -361,7 +362,7 @@ class _Progress:
         if self.live:
             self._bar.update(self._task, completed=step, metrics=text)
         elif evaluated and not self.quiet:
-            print(f"step {step}/{self.total}  {text}", flush=True)
+            print(f"{self.unit} {step}/{self.total}  {text}", flush=True)
 
     def __exit__(self, *exc) -> None:
         if self.live:

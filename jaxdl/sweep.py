@@ -10,11 +10,12 @@ so a member equals the same configuration trained alone with `jaxdl.train.fit`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ from jaxdl.train import (
     TrainState,
     build_program,
     check_fits,
+    init_state,
     to_device,
 )
 from jaxdl.types import Layer
@@ -42,7 +44,15 @@ from jaxdl.types import Layer
 TRACED_AXES = (*SEED_AXES, *Hparams._fields)
 STRATEGIES = ("auto", "vmap", "map", "chunked")
 
-__all__ = ["STRATEGIES", "MemberRun", "SweepResult", "choose_strategy", "members_of", "sweep"]
+__all__ = [
+    "STRATEGIES",
+    "MemberRun",
+    "Plan",
+    "SweepResult",
+    "choose_strategy",
+    "members_of",
+    "sweep",
+]
 
 
 def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -87,46 +97,83 @@ def _take(tree, index):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-# On XLA:CPU a vmapped population stops paying from some size on, and running the members one
-# after another is then as fast or faster (bench/bench_sweep.py, bench/NOTES.md section 9): from
-# about 32 members for ConvNets (the canonical conv runs vmapped members one by one anyway) and
-# about 128 for dense nets (the stacked state outgrows the cache).
-CPU_MAP_FROM = {"conv": 32, "dense": 128}
+# On XLA:CPU a vmapped population pays only while its stacked train state stays small: a dense
+# net's members run fastest vmapped in chunks whose state totals about 4 MiB (an MLP 40-128-128
+# peaks at 8-16 members, one with 267k params runs best alone; bench/NOTES.md section 10).
+# ConvNets run one member after another: the canonical conv maps vmapped members one by one
+# anyway, and vmapping the rest of the step was 0-17 % slower at every size measured (section 9).
+CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program run, dense nets
 
 
-def _has_conv(params_shape) -> bool:
-    """Whether any weight has rank 3 or more (a conv kernel ``[*window, in, out]``)."""
-    return any(len(getattr(leaf, "shape", ())) >= 3 for leaf in jax.tree.leaves(params_shape))
+class Plan(NamedTuple):
+    """How a group of members runs.
+
+    Attributes:
+      strategy: ``"vmap"``, ``"map"`` or ``"chunked"``.
+      chunk_members: members per vmapped program run: all under ``"vmap"``, 1 under ``"map"``.
+    """
+
+    strategy: str
+    chunk_members: int
+
+
+def _has_conv(state_shape) -> bool:
+    """Whether any leaf has rank 3 or more (a conv kernel ``[*window, in, out]``)."""
+    return any(len(getattr(leaf, "shape", ())) >= 3 for leaf in jax.tree.leaves(state_shape))
+
+
+def _nbytes(state_shape) -> int:
+    return sum(
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree.leaves(state_shape)
+        if hasattr(leaf, "shape") and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    )
+
+
+def _even_chunks(num_members: int, most: int) -> int:
+    """Members per chunk when at most ``most`` fit: as many chunks as needed, evenly filled (so
+    the last chunk pads as few copies as it can)."""
+    num_chunks = -(-num_members // most)
+    return -(-num_members // num_chunks)
 
 
 def choose_strategy(
-    model_params_shape, num_members: int, backend: str | None = None, *, members_axis: int = 1
-) -> str:
-    """The ``"auto"`` strategy, by backend, model and population size (see `bench.bench_sweep`).
+    member_state_shape, num_members: int, backend: str | None = None, *, members_axis: int = 1
+) -> Plan:
+    """The ``"auto"`` plan, by backend, model and population size (see `bench.bench_sweep`).
 
-    A single member runs plainly (``"map"``). On CPU, populations of at least `CPU_MAP_FROM`
-    members (32 for a model with conv kernels, 128 for a dense one) also run one member after
-    another, smaller ones are vmapped; on GPU/TPU every population is vmapped. On a mesh that
-    splits members over devices (``members_axis > 1``) the population is always vmapped, as
-    ``"map"`` cannot split it.
+    A single member runs plainly (``"map"``). On GPU/TPU every population is vmapped whole, and
+    so is one whose members a mesh splits over devices (``members_axis > 1``). On CPU a dense
+    net's population is vmapped in chunks of as many members as keep their stacked train state
+    within `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"``
+    when all fit), and a ConvNet population (any leaf of rank 3 or more) runs one member after
+    another (``"map"``).
 
     Args:
-      model_params_shape: the params (or their shapes) of one member; ``None``: a dense net.
+      member_state_shape: the `TrainState` (or just the params), arrays or
+        ``jax.ShapeDtypeStruct``, of one member.
       num_members: members in the group.
       backend: ``jax.default_backend()`` if ``None``.
       members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
 
     Returns:
-      ``"vmap"`` or ``"map"``.
+      A `Plan`.
     """
+    vmap, map_ = Plan("vmap", num_members), Plan("map", 1)
     if members_axis > 1:
-        return "vmap"
+        return vmap
     if num_members == 1:
-        return "map"
+        return map_
     if (backend or jax.default_backend()) != "cpu":
-        return "vmap"
-    threshold = CPU_MAP_FROM["conv" if _has_conv(model_params_shape) else "dense"]
-    return "map" if num_members >= threshold else "vmap"
+        return vmap
+    if _has_conv(member_state_shape):
+        return map_
+    most = CPU_STATE_BUDGET // max(_nbytes(member_state_shape), 1)
+    if most >= num_members:
+        return vmap
+    if most <= 1:
+        return map_
+    return Plan("chunked", _even_chunks(num_members, most))
 
 
 def _memory_budget() -> int:
@@ -198,8 +245,14 @@ def _run_population(
     unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members
 
     if strategy == "auto":
-        params_shape, _ = jax.eval_shape(model.init, jax.random.key(0), example)
-        strategy = choose_strategy(params_shape, len(members), members_axis=unit)
+        state_shape = jax.eval_shape(
+            functools.partial(init_state, model, config),
+            hparams[0],
+            example,
+            init_key=keys[0][0],
+            data_key=keys[0][1],
+        )
+        strategy, chunk_members = choose_strategy(state_shape, len(members), members_axis=unit)
     saved = None if checkpoints is None else checkpoints.layout()
     if saved is not None:  # a resumed group runs the chunks it was checkpointed in
         strategy, chunk_members = saved
@@ -317,7 +370,9 @@ def sweep(
       strategy: ``"vmap"`` (one ``jit(vmap(...))`` per group), ``"map"`` (members one after
         another through one compiled program), ``"chunked"`` (vmap over as many members as fit
         half the device memory, estimated from the compiled program's memory analysis, or
-        ``chunk_members``), or ``"auto"`` (chosen by `choose_strategy`).
+        ``chunk_members``), or ``"auto"`` (`choose_strategy`: on GPU/TPU vmap; on CPU a dense
+        net's members vmapped in chunks whose stacked state fits 4 MiB, ConvNets one member
+        after another).
       chunk_members: members per vmapped chunk for ``"chunked"``; ``None`` estimates it.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       on_chunk: called after every chunk of every group with ``(step, metrics)``.

@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from jaxdl import config, report, sweep_report
 from jaxdl.cli import (
     _Progress,
@@ -296,19 +298,22 @@ def run(args: argparse.Namespace) -> int:
         checkpointer = Checkpointer(report.checkpoint_dir(out), every=base.checkpoint_every)
 
     live = not args.no_progress and sys.stdout.isatty() and main_process
-    groups = len(axes["model"])
     started = time.perf_counter()
-    with _Progress(groups * base.train.steps, live=live) as progress:
-        done_groups = []
+    # Progress counts network-steps: a group may run its members together, in chunks of
+    # members, or one after another (each unit's steps restart from its own first chunk).
+    with _Progress(members * base.train.steps, live=live, unit="network-steps") as progress:
+        done = {"network_steps": 0, "last_step": 0}
 
         def on_group(static, count):
-            done_groups.append(static)
             if not live:
                 print(f"training {static or 'all'}: {count} members", flush=True)
 
         def on_chunk(step, metrics):
-            offset = (len(done_groups) - 1) * base.train.steps
-            progress.update(offset + step, {k: _mean(v) for k, v in metrics.items()})
+            last = done["last_step"]
+            advanced = step if step <= last else step - last  # a new unit starts from 0
+            done["last_step"] = step
+            done["network_steps"] += advanced * int(np.size(metrics["loss"]))
+            progress.update(done["network_steps"], {k: _mean(v) for k, v in metrics.items()})
 
         result = sweep(  # a CheckpointError is a ValueError: one line, status 2
             model_for,
@@ -343,6 +348,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _mean(value):
-    import numpy as np
-
     return float(np.mean(value))

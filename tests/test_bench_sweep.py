@@ -98,7 +98,7 @@ def test_measure_fills_the_tables(monkeypatch):
     assert jax.config.jax_compilation_cache_dir == cache_dir
 
     params_shape, _ = jax.eval_shape(spec.jaxdl_model().init, jax.random.key(0), jnp.zeros((1, 40)))
-    assert measured.strategy == choose_strategy(params_shape, 2)
+    assert measured.strategy == choose_strategy(params_shape, 2).strategy
     expected = {*bench_sweep.JAXDL_STRATEGIES, "hand_vmap_step", "hand_loop"}
     assert set(measured.timings) == expected
     for name in expected:

@@ -308,20 +308,30 @@ def test_batch_larger_than_the_data_set_raises_before_compiling(monkeypatch):
 
 
 CONV_PARAMS = {"conv1": {"w": jax.ShapeDtypeStruct((3, 3, 1, 8), jnp.float32)}}
-DENSE_PARAMS = {"dense1": {"w": jax.ShapeDtypeStruct((64, 8), jnp.float32)}}
+DENSE_PARAMS = {"dense1": {"w": jax.ShapeDtypeStruct((64, 8), jnp.float32)}}  # 2 KiB
+MIB_DENSE = {"dense1": {"w": jax.ShapeDtypeStruct((512, 512), jnp.float32)}}  # 1 MiB
+BIG_DENSE = {"dense1": {"w": jax.ShapeDtypeStruct((2048, 1024), jnp.float32)}}  # 8 MiB
+Plan = sweep_module.Plan
 
 
 @pytest.mark.parametrize(
     "params, num_members, backend, members_axis, expected",
     [
-        (DENSE_PARAMS, 1, "cpu", 1, "map"),
-        (DENSE_PARAMS, 32, "cpu", 1, "vmap"),
-        (DENSE_PARAMS, 128, "cpu", 1, "map"),
-        (CONV_PARAMS, 8, "cpu", 1, "vmap"),
-        (CONV_PARAMS, 32, "cpu", 1, "map"),
-        (CONV_PARAMS, 1, "gpu", 1, "map"),
-        (CONV_PARAMS, 1024, "gpu", 1, "vmap"),
-        (CONV_PARAMS, 64, "cpu", 4, "vmap"),  # a mesh's members axis needs vmap
+        (DENSE_PARAMS, 1, "cpu", 1, Plan("map", 1)),
+        (DENSE_PARAMS, 128, "cpu", 1, Plan("vmap", 128)),  # 256 KiB in all
+        (MIB_DENSE, 4, "cpu", 1, Plan("vmap", 4)),  # 4 MiB: all fit
+        (MIB_DENSE, 5, "cpu", 1, Plan("chunked", 3)),  # 2 chunks, evenly filled
+        (MIB_DENSE, 32, "cpu", 1, Plan("chunked", 4)),
+        (MIB_DENSE, 9, "cpu", 1, Plan("chunked", 3)),  # 3 chunks of 3, not 4 + 4 + 1
+        (BIG_DENSE, 8, "cpu", 1, Plan("map", 1)),  # one member is over the budget
+        (BIG_DENSE, 8, "gpu", 1, Plan("vmap", 8)),
+        (CONV_PARAMS, 2, "cpu", 1, Plan("map", 1)),
+        (CONV_PARAMS, 32, "cpu", 1, Plan("map", 1)),
+        (CONV_PARAMS, 2, "gpu", 1, Plan("vmap", 2)),
+        (CONV_PARAMS, 1, "gpu", 1, Plan("map", 1)),
+        (CONV_PARAMS, 1024, "gpu", 1, Plan("vmap", 1024)),
+        (CONV_PARAMS, 64, "cpu", 4, Plan("vmap", 64)),  # a mesh's members axis needs vmap
+        (BIG_DENSE, 64, "cpu", 4, Plan("vmap", 64)),
     ],
 )
 def test_auto_strategy_by_backend_model_and_population(
@@ -329,3 +339,55 @@ def test_auto_strategy_by_backend_model_and_population(
 ):
     choice = sweep_module.choose_strategy(params, num_members, backend, members_axis=members_axis)
     assert choice == expected
+
+
+@pytest.mark.parametrize(
+    "hidden, expected",
+    [
+        ((256, 512), ["chunked"] * 3),  # 153k params: Adam's state 1.75 MiB, 2 per chunk
+        ((384, 1024), ["map"] * 3),  # 429k params: 4.9 MiB, over the budget alone
+    ],
+)
+def test_auto_counts_the_whole_train_state_and_equals_vmap(hidden, expected):
+    """The budget counts params and Adam's two moments, not the params alone; whatever auto
+    runs, every member equals the plain vmapped sweep's."""
+    model = jaxdl.mlp(hidden=hidden, num_classes=10)
+    axes = {"seed": range(3)}
+    auto = jaxdl.sweep(model, digits(), axes, config=CONFIG, steps=4, chunk_steps=2)
+    vmapped = jaxdl.sweep(
+        model, digits(), axes, config=CONFIG, steps=4, chunk_steps=2, strategy="vmap"
+    )
+    assert auto.strategies == expected
+    for a, b in zip(auto.states, vmapped.states, strict=True):
+        assert max_abs_diff(a.params, b.params) < 1e-5
+
+
+def test_sweep_command_writes_its_folder_and_counts_network_steps(tmp_path, capsys):
+    """`jaxdl sweep` on tiny data: one row per member, the summary and both plots; progress
+    counts network-steps, rising to the population's total although the MLPs run vmapped and
+    the ConvNets (auto on CPU) one after another."""
+    from jaxdl import cli
+
+    out = tmp_path / "sweep"
+    args = [
+        "sweep", "--data", "digits", "--num-train", "256", "--num-test", "64",
+        "--model", "mlp,convnet", "--seeds", "2", "--steps", "20", "--chunk-steps", "10",
+        "--eval-every", "10", "--batch-size", "32", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    counts = [int(line.split()[1].split("/")[0]) for line in printed.splitlines()
+              if line.startswith("network-steps ")]  # fmt: skip
+    assert counts == [20, 40, 50, 60, 70, 80], printed
+    assert "80/80" in printed
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["seed"]) for r in rows] == [
+        ("mlp", "0"),
+        ("mlp", "1"),
+        ("convnet", "0"),
+        ("convnet", "1"),
+    ]
+    assert "| mlp |" in (out / "summary.md").read_text()
+    for plot in ("accuracy.png", "curves.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
