@@ -107,6 +107,16 @@ print(json.dumps({"total": t2 - t0, "init": t1 - t0, "step": t2 - t1}))
 }
 
 
+# The same, with the init program `fit` and `jaxdl train` run: `build_program`'s jitted init
+# (one program, compiled without backend optimisations on CPU) instead of eager `init_state`.
+FIRST_STEP["jaxdl_program"] = FIRST_STEP["jaxdl"].replace(
+    "state = jaxdl.init_state(model, config, hparams, xb, init_key=init_key, data_key=data_key)",
+    "program = jaxdl.train.build_program(model, config, xb[:1])\n"
+    "state = program.init(init_key, data_key, hparams)",
+)
+assert "build_program" in FIRST_STEP["jaxdl_program"]
+
+
 def fresh_env(cache_dir: str | None = None) -> dict[str, str]:
     """This process's environment, with no persistent compilation cache (a cold start) or with
     ``BENCH_CACHE_DIR`` telling the jaxdl script to call `jaxdl.enable_compilation_cache` on
@@ -161,7 +171,8 @@ def run(quick: bool = False) -> list[Table]:
     import_repeats = 3 if quick else 5
     step_repeats = 1 if quick else 3
     # --quick: jaxdl alone (each fresh process takes seconds on a busy machine)
-    kinds = ["jaxdl"] if quick else ["jaxdl", "hand"] + (["torch"] if common.import_torch() else [])
+    kinds = ["jaxdl"] if quick else ["jaxdl", "jaxdl_program", "hand"]
+    kinds += ["torch"] if not quick and common.import_torch() else []
 
     imports = {"jaxdl": [], "jax, optax": []}
     for _ in range(import_repeats):  # interleaved, as the in-process timings
@@ -205,12 +216,15 @@ def run(quick: bool = False) -> list[Table]:
         [
             label,
             median_of("jaxdl", key),
+            median_of("jaxdl_program", key),
             median_of("empty_cache", key),
             median_of("cached", key),
             median_of("hand", key),
             median_of("torch", key),
             common.ratio(median_of("jaxdl", key), median_of("hand", key)),
+            common.ratio(median_of("jaxdl_program", key), median_of("hand", key)),
             verdict(median_of("jaxdl", key), TARGET_FIRST_STEP_S) if key == "total" else "",
+            verdict(median_of("jaxdl_program", key), TARGET_FIRST_STEP_S) if key == "total" else "",
             verdict(median_of("cached", key), TARGET_FIRST_STEP_S) if key == "total" else "",
         ]
         for label, key in stages
@@ -251,12 +265,15 @@ def run(quick: bool = False) -> list[Table]:
             [
                 "measure",
                 "jaxdl",
+                "jaxdl, jitted init (as fit)",
                 "jaxdl, empty cache",
                 "jaxdl, warm cache",
                 "hand-written JAX",
                 "PyTorch eager",
                 "jaxdl / hand",
+                "jitted init / hand",
                 "target (jaxdl)",
+                "target (jitted init)",
                 "target (warm cache)",
             ],
             step_rows,
@@ -265,7 +282,9 @@ def run(quick: bool = False) -> list[Table]:
                 "named; imports "
                 "are done before the clock starts. jaxdl: `mlp` → `init_state` (eager) → "
                 "`jax.jit(make_step)` → first step → `float(loss)`. The init stage includes "
-                "JAX's first use of the CPU backend, paid by any JAX program.",
+                "JAX's first use of the CPU backend, paid by any JAX program. Jitted init: "
+                "the init program `fit` and `jaxdl train` run, `build_program(...).init`, one "
+                "program compiled without XLA's backend optimisations on CPU (it runs once).",
                 "Cache columns: the jaxdl script calling `jaxdl.enable_compilation_cache(dir)` "
                 "before the clock starts, as the `jaxdl` command does (every program saved, "
                 "however quick to compile). Empty: a fresh folder (the run compiles and writes "
