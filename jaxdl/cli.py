@@ -167,6 +167,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, hparams: bool = True
     _option(group, "--batch-size", "train.batch_size", "examples per step", type=int)
     _option(group, "--chunk-steps", "train.chunk_steps", "steps per compiled chunk", type=int)
     _option(group, "--eval-every", "train.eval_every", "steps between test evaluations", type=int)
+    group.add_argument(
+        "--no-skip-nonfinite",
+        dest="train.skip_nonfinite",
+        action="store_false",
+        help="never skip an update whose loss or gradients are NaN/inf: the step need not wait "
+        "for the check (faster when overhead-bound); the run goes on with them, and "
+        "diverged_at still records the first such step",
+    )
     if hparams:
         _option(group, "--seed", "seed", "random seed", type=int)
 

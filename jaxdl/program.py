@@ -22,7 +22,6 @@ from jaxdl.evaluation import evaluate_test
 from jaxdl.step import Hparams, LossFn, TrainConfig, TrainState, init_state, make_chunk
 from jaxdl.types import Layer
 
-
 # The init program runs once per run, so on XLA:CPU its backend optimisations cost more compile
 # time than they could save: without them an MLP 784-512-512-10's init compiles in 0.28 s instead
 # of 0.83 s (bench/NOTES.md section 11). Its values may differ from an optimised build's in the

@@ -7,6 +7,8 @@ digits, a few dozen steps); each test trains what it compares, since pytest-xdis
 sharing a fixture in different processes.
 """
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -193,6 +195,30 @@ def test_divergence_freezes_the_run_at_the_first_non_finite_step(small):
     assert int(fitted.diverged_at) == first
     assert len(history["loss"]) == first // 4 + 1
     chex.assert_trees_all_close(fitted.params, params_at[first], rtol=1e-5)
+
+
+def test_without_skipping_the_run_goes_on_non_finite_and_still_records_the_step(small):
+    """``skip_nonfinite=False``: the same first non-finite step is recorded, the update is not
+    skipped (the params turn non-finite), and a healthy run is unchanged."""
+    model = diverging_model()
+    base = TrainConfig(steps=12, batch_size=32, optimizer="sgd", chunk_steps=12)
+    unskipped = dataclasses.replace(base, skip_nonfinite=False)
+    skipped_state, _ = jaxdl.fit(model, small, base, DIVERGE_HPARAMS)
+    state, _ = jaxdl.fit(model, small, unskipped, DIVERGE_HPARAMS)
+    assert int(state.diverged_at) == int(skipped_state.diverged_at) > 0
+    assert not all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.params))
+
+    healthy = Hparams(lr=1e-2)
+    expected, _ = jaxdl.fit(model, small, base, healthy)
+    state, _ = jaxdl.fit(model, small, unskipped, healthy)
+    assert int(state.diverged_at) == -1
+    chex.assert_trees_all_close(state.params, expected.params, atol=1e-6)
+
+
+@pytest.mark.parametrize("field", ["skip_nonfinite", "record_grad_norms"])
+def test_boolean_config_fields_refuse_other_values(field):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be True or False, got 1"):
+        TrainConfig(**{field: 1})
 
 
 # ----------------------------------------------------------------------------- optimisers
