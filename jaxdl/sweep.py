@@ -123,6 +123,7 @@ def _has_conv(state_shape) -> bool:
 
 
 def _nbytes(state_shape) -> int:
+    """Bytes of a pytree of arrays or shapes (typed PRNG keys left out: a few bytes each)."""
     return sum(
         int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
         for leaf in jax.tree.leaves(state_shape)

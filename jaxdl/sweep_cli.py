@@ -104,7 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategy",
         choices=STRATEGIES,
         default="auto",
-        help="vmap, map, chunked or auto (default: auto)",
+        help="vmap, map, chunked or auto (default: auto: vmap on GPU/TPU; on CPU dense nets "
+        "vmapped in cache-sized chunks of members, ConvNets one after another)",
     )
     add_data_arguments(parser)
     add_model_arguments(parser, name=False)
