@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data.batching import steps_per_epoch
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData
-from jaxdl.data.validation import check_same_features, validate
+from jaxdl.data.validation import check_same_features, validate, validate_on_device
 from jaxdl.step import Hparams, TrainConfig
 from jaxdl.sweep_result import SEED_AXES
 from jaxdl.types import Layer
@@ -52,6 +53,23 @@ def _host(value: Any) -> np.ndarray | None:
     if isinstance(value, jax.Array) and not value.is_fully_addressable:
         return None
     return np.asarray(value)
+
+
+def _on_device(value: Any) -> bool:
+    """Whether ``value`` is a concrete jax.Array this process holds whole (not traced)."""
+    return (
+        isinstance(value, jax.Array)
+        and not isinstance(value, jax.core.Tracer)
+        and value.is_fully_addressable
+    )
+
+
+def _label_max(y: Any) -> int | None:
+    """The largest label, reduced where ``y`` lies; ``None`` if it is traced or elsewhere."""
+    if _on_device(y):
+        return int(jnp.max(y))
+    host = _host(y)
+    return None if host is None else int(np.max(host))
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -161,6 +179,9 @@ def check_data(data: Dataset | DeviceData) -> None:
     name = getattr(data, "name", "data")
     num_classes = getattr(data, "num_classes", None)
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if _on_device(x) and _on_device(y):  # a DeviceData: reduced where it lies
+            validate_on_device(x, y, num_classes=num_classes, name=f"{name} {split}")
+            continue
         x, y = _host(x), _host(y)
         if x is not None and y is not None:
             validate(x, y, num_classes=num_classes, name=f"{name} {split}")
@@ -195,10 +216,10 @@ def check_model(model: Layer, data: Dataset | DeviceData) -> None:
             f"model output: expected logits [batch, num_classes], got shape {logits.shape} "
             f"for inputs of shape {example.shape}"
         )
-    labels = [_host(data.y_train), _host(data.y_test)]
-    if any(y is None for y in labels):
+    tops = [_label_max(data.y_train), _label_max(data.y_test)]
+    if None in tops:
         return
-    top = max(int(np.max(y)) for y in labels)
+    top = max(tops)
     outputs = logits.shape[1]
     if outputs <= top:
         name = getattr(data, "name", "the data")

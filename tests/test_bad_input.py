@@ -576,3 +576,20 @@ def test_same_sweep_twice_is_bit_identical():
     assert not np.array_equal(  # and seeds differ
         first.states[0].params["dense1"]["w"], first.states[2].params["dense1"]["w"]
     )
+
+
+def test_device_data_is_checked_on_the_device(monkeypatch):
+    """A clean `DeviceData` passes without its arrays being copied to the host (only the host
+    check would copy them); a bad one still gets the host check's message."""
+    device_data = train.to_device(TOY)
+    copied = []
+    real_validate = preflight.validate
+    monkeypatch.setattr(preflight, "validate", lambda *a, **k: copied.append(a))
+    preflight.check_data(device_data)
+    preflight.check_model(MLP, device_data)
+    assert copied == []
+
+    monkeypatch.setattr(preflight, "validate", real_validate)
+    bad = train.to_device(toy(x_train=changed(TOY.x_train, (3, 0, 0, 0), NAN)))
+    with pytest.raises(jaxdl.data.DataError, match=r"^data train: x has 1 non-finite value\(s\)"):
+        preflight.check_data(bad)

@@ -3,6 +3,8 @@ inputs, and both splits with inputs of one shape."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data.dataset import DataError
@@ -28,6 +30,35 @@ def validate(x: np.ndarray, y: np.ndarray, *, num_classes: int | None, name: str
     _check_shapes(x, y, name)
     _check_labels(y, num_classes, name)
     _check_finite(x, name)
+
+
+def validate_on_device(x: jax.Array, y: jax.Array, *, num_classes: int | None, name: str) -> None:
+    """`validate` for arrays already on a device, without copying them to the host.
+
+    Shapes and dtypes are read from the arrays' metadata; the labels' range and the inputs'
+    finiteness are reduced on the device, so three scalars come back. Only a split that fails
+    is copied to the host, where `validate` words the error.
+
+    Args:
+      x: inputs on a device, shape ``[N, ...features]``, floating point.
+      y: integer labels on a device, shape ``[N]``.
+      num_classes: as in `validate`.
+      name: as in `validate`.
+
+    Returns:
+      None. Raises `DataError` as `validate` does.
+    """
+    _check_shapes(x, y, name)
+    low, high, finite = jax.device_get(_summary(x, y))
+    top_ok = num_classes is None or (isinstance(num_classes, int) and high < num_classes)
+    if low < 0 or not top_ok or not finite:
+        validate(np.asarray(x), np.asarray(y), num_classes=num_classes, name=name)
+
+
+@jax.jit
+def _summary(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(min label, max label, whether every input is finite)``, each of shape ``()``."""
+    return jnp.min(y), jnp.max(y), jnp.all(jnp.isfinite(x))
 
 
 def _check_shapes(x: np.ndarray, y: np.ndarray, name: str) -> None:
