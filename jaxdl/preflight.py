@@ -67,7 +67,7 @@ def _on_device(value: Any) -> bool:
 def _label_max(y: Any) -> int | None:
     """The largest label, reduced where ``y`` lies; ``None`` if it is traced or elsewhere."""
     if _on_device(y):
-        return int(jnp.max(y))
+        return int(jax.device_get(jnp.max(y)))  # one scalar, fetched explicitly
     host = _host(y)
     return None if host is None else int(np.max(host))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import jax
@@ -26,7 +27,7 @@ from jaxdl.types import Layer
 # time than they could save: without them an MLP 784-512-512-10's init compiles in 0.28 s instead
 # of 0.83 s (bench/NOTES.md section 11). Its values may differ from an optimised build's in the
 # last bit of a normal sample; every run (`fit`, each sweep member) builds init this way.
-CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
+CPU_INIT_OPTIONS = MappingProxyType({"xla_backend_optimization_level": 0})
 
 
 def check_fits(
@@ -164,7 +165,7 @@ def build_program(
         for n in set(chunk_plan(config))
     }
     platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
-    init_options = CPU_INIT_OPTIONS if platform == "cpu" else None
+    init_options = dict(CPU_INIT_OPTIONS) if platform == "cpu" else None
     return Program(
         jitted(init, (0, 0, 0), run, compiler_options=init_options),
         chunks,

@@ -63,7 +63,8 @@ class TrainConfig:
     unroll: int = 1  # lax.scan unroll within a chunk
     skip_nonfinite: bool = True  # freeze the run at its first NaN/inf loss or gradient
     # False: the update never waits for that check (up to 25 % of an overhead-bound step on
-    # CPU); the run goes on with NaN/inf and diverged_at still records the first such step.
+    # CPU); diverged_at still records the first such step, but the params take the NaN/inf
+    # (`fit` still stops after that chunk; a sweep member trains on with them).
 
     def __post_init__(self):
         optimizers.check_names(self.optimizer, self.schedule)

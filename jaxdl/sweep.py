@@ -101,7 +101,7 @@ def _take(tree, index):
 # net's members run fastest vmapped in chunks whose state totals about 4 MiB (an MLP 40-128-128
 # peaks at 8-16 members, one with 267k params runs best alone; bench/NOTES.md section 10).
 # ConvNets run one member after another: the canonical conv maps vmapped members one by one
-# anyway, and vmapping the rest of the step was 0-17 % slower at every size measured (section 9).
+# anyway, and vmapping them was as fast or 3-17 % slower at every size measured (sections 9-10).
 CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program run, dense nets
 
 
@@ -245,7 +245,9 @@ def _run_population(
     hparams = [_member_hparams(m, base).as_arrays() for m in members]
     unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members
 
-    if strategy == "auto":
+    saved = None if checkpoints is None else checkpoints.layout()
+    if strategy == "auto" and saved is None:
+        backend = None if mesh is None else mesh.devices.flat[0].platform
         state_shape = jax.eval_shape(
             functools.partial(init_state, model, config),
             hparams[0],
@@ -253,21 +255,29 @@ def _run_population(
             init_key=keys[0][0],
             data_key=keys[0][1],
         )
-        strategy, chunk_members = choose_strategy(state_shape, len(members), members_axis=unit)
-    saved = None if checkpoints is None else checkpoints.layout()
+        strategy, chunk_members = choose_strategy(
+            state_shape, len(members), backend, members_axis=unit
+        )
     if saved is not None:  # a resumed group runs the chunks it was checkpointed in
         strategy, chunk_members = saved
 
-    def run(program, state, hp, chunk):
+    def run(program, state, hp, chunk, kept=None):
+        """Runs one unit; ``kept``: its real members, the rest pad it (left out of on_chunk)."""
         checkpointer = None if checkpoints is None else checkpoints.chunk(chunk)
         resume = checkpoints is not None and checkpoints.resume
+        report = on_chunk
+        if on_chunk is not None and kept is not None:
+
+            def report(step, metrics):
+                on_chunk(step, _take(metrics, slice(0, kept)))
+
         return run_unit(
             program,
             config,
             state,
             hp,
             data,
-            on_chunk=on_chunk,
+            on_chunk=report,
             checkpointer=checkpointer,
             resume=resume,
         )
@@ -328,8 +338,8 @@ def _run_population(
         padded = indices + [indices[-1]] * (chunk_members - len(indices))  # one compiled size
         program = program_for(chunk_members)
         init_keys, data_keys, hp = population_args(padded)
-        state, history = run(program, program.init(init_keys, data_keys, hp), hp, index)
         kept = len(indices)
+        state, history = run(program, program.init(init_keys, data_keys, hp), hp, index, kept)
         states.append(_take(state, slice(0, kept)))
         histories.append(_take(dict(history), slice(0, kept)))
     state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
@@ -374,7 +384,8 @@ def sweep(
         ``chunk_members``), or ``"auto"`` (`choose_strategy`: on GPU/TPU vmap; on CPU a dense
         net's members vmapped in chunks whose stacked state fits 4 MiB, ConvNets one member
         after another).
-      chunk_members: members per vmapped chunk for ``"chunked"``; ``None`` estimates it.
+      chunk_members: members per vmapped chunk for ``"chunked"`` (an error with any other
+        strategy); ``None`` estimates it.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       on_chunk: called after every chunk of every group with ``(step, metrics)``.
       on_group: called before each group with its static values and its number of members.
@@ -408,6 +419,10 @@ def sweep(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if chunk_members is not None and strategy != "chunked":
+        raise ValueError(
+            f'sweep: chunk_members={chunk_members} needs strategy="chunked", got {strategy!r}'
+        )
     config = dataclasses.replace(config or TrainConfig(), **config_overrides)
     members = members_of(axes)
     groups = _groups(members)

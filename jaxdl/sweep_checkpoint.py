@@ -94,6 +94,15 @@ def differences(saved: Any, now: Any, path: str = "") -> list[str]:
     return [] if saved == now else [f"{path}: saved {saved!r}, now {now!r}"]
 
 
+def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the `TrainConfig` fields added since it was written set to their defaults,
+    so a sweep saved before a field existed resumes when the field keeps its default."""
+    if not isinstance(saved.get("train"), dict):
+        return saved
+    defaults = json.loads(json.dumps(to_jsonable(dataclasses.asdict(TrainConfig()))))
+    return {**saved, "train": {**defaults, **saved["train"]}}
+
+
 def _read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)
@@ -164,7 +173,7 @@ class SweepCheckpointer:
                 f"{root.directory} already holds a sweep's checkpoints: pass resume=True to "
                 f"continue it, or give another folder"
             )
-        found = differences(_read_json(path), dict(description))
+        found = differences(_with_new_defaults(_read_json(path)), dict(description))
         if found:
             raise CheckpointError(
                 f"sweep checkpoint {root.directory} was saved by a different sweep: "

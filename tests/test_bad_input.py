@@ -579,17 +579,32 @@ def test_same_sweep_twice_is_bit_identical():
 
 
 def test_device_data_is_checked_on_the_device(monkeypatch):
-    """A clean `DeviceData` passes without its arrays being copied to the host (only the host
-    check would copy them); a bad one still gets the host check's message."""
-    device_data = train.to_device(TOY)
+    """A clean `DeviceData` passes without its arrays being copied to the host (the host path,
+    `preflight._host`, never sees them; on CPU a transfer guard cannot tell); bad ones, on the
+    device too, still get the host check's messages."""
     copied = []
-    real_validate = preflight.validate
-    monkeypatch.setattr(preflight, "validate", lambda *a, **k: copied.append(a))
+    host = preflight._host
+
+    def watched(value):
+        if isinstance(value, jax.Array):
+            copied.append(value.shape)
+        return host(value)
+
+    monkeypatch.setattr(preflight, "_host", watched)
+    device_data = train.to_device(TOY)
     preflight.check_data(device_data)
     preflight.check_model(MLP, device_data)
     assert copied == []
 
-    monkeypatch.setattr(preflight, "validate", real_validate)
-    bad = train.to_device(toy(x_train=changed(TOY.x_train, (3, 0, 0, 0), NAN)))
+    bad_x = train.to_device(toy(x_train=changed(TOY.x_train, (3, 0, 0, 0), NAN)))
     with pytest.raises(jaxdl.data.DataError, match=r"^data train: x has 1 non-finite value\(s\)"):
-        preflight.check_data(bad)
+        preflight.check_data(bad_x)
+    negative = train.to_device(toy(y_test=changed(TOY.y_test, 4, -1)))
+    with pytest.raises(jaxdl.data.DataError, match=r"^data test: 1 negative label\(s\), .* = -1$"):
+        preflight.check_data(negative)
+    above = TOY._replace(  # a Dataset holding jax arrays: checked on the device
+        x_train=jax.numpy.asarray(TOY.x_train),
+        y_train=jax.numpy.asarray(changed(TOY.y_train, 5, 10)),
+    )
+    with pytest.raises(jaxdl.data.DataError, match=r"label\(s\) outside \[0, 10\), .*y\[5\] = 10"):
+        preflight.check_data(above)

@@ -391,3 +391,20 @@ def test_sweep_command_writes_its_folder_and_counts_network_steps(tmp_path, caps
     assert "| mlp |" in (out / "summary.md").read_text()
     for plot in ("accuracy.png", "curves.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_padding_members_stay_out_of_on_chunk():
+    """3 members in chunks of 2 pad the second chunk with a copy; ``on_chunk`` sees only the
+    real members' metrics."""
+    shapes = []
+    jaxdl.sweep(
+        jaxdl.mlp(hidden=(8,)), digits(), {"seed": range(3)}, config=CONFIG,
+        strategy="chunked", chunk_members=2,
+        on_chunk=lambda step, metrics: shapes.append(np.shape(metrics["loss"])),
+    )  # fmt: skip
+    assert shapes == [(2,), (2,), (1,), (1,)]
+
+
+def test_chunk_members_needs_the_chunked_strategy():
+    with pytest.raises(ValueError, match='chunk_members=4 needs strategy="chunked", got .auto.'):
+        jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, chunk_members=4)

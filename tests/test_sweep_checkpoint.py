@@ -8,6 +8,7 @@ Sweeps compile one program per group, so populations are tiny MLPs on a few hund
 
 import csv
 import functools
+import json
 import os
 
 import chex
@@ -179,6 +180,34 @@ def test_resuming_another_sweep_names_what_differs(tmp_path):
         jaxdl.sweep(model, digits(), axes, config=CONFIG, checkpointer=Checkpointer(tmp_path))
     with pytest.raises(ValueError, match="resume=True needs a checkpointer"):
         jaxdl.sweep(model, digits(), axes, config=CONFIG, resume=True)
+
+
+def test_a_sweep_saved_before_a_new_config_field_resumes_while_it_keeps_its_default(tmp_path):
+    """A ``sweep.json`` written before ``TrainConfig.skip_nonfinite`` existed resumes with the
+    field at its default; set otherwise, the difference is named."""
+    model, axes = jaxdl.mlp(hidden=(8,)), {"seed": [0]}
+
+    def stop(static, count):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        jaxdl.sweep(
+            model, digits(), axes, config=CONFIG, checkpointer=Checkpointer(tmp_path), on_group=stop
+        )
+    manifest = tmp_path / "sweep.json"
+    saved = json.loads(manifest.read_text())
+    del saved["train"]["skip_nonfinite"]  # as an older jaxdl wrote it
+    write_json_atomic(manifest, saved)
+    with pytest.raises(Interrupt):  # the same sweep: resumes (and is stopped again)
+        jaxdl.sweep(
+            model, digits(), axes, config=CONFIG, on_group=stop,
+            checkpointer=Checkpointer(tmp_path), resume=True,
+        )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"train.skip_nonfinite: saved True, now False$"):
+        jaxdl.sweep(
+            model, digits(), axes, config=CONFIG, skip_nonfinite=False,
+            checkpointer=Checkpointer(tmp_path), resume=True,
+        )  # fmt: skip
 
 
 def test_a_member_saves_as_a_single_run_checkpoint(tmp_path):
