@@ -13,7 +13,9 @@ The implementations, all timed in the same interleaved repeats:
   members in the chunk, read off the shape of its metrics, which also tells which strategy ran).
   Once enough chunks are timed, ``on_chunk`` raises to end the call, so ``map`` (members one
   after another through one compiled program, a rate that does not depend on K) is timed on its
-  first member. The time to the first chunk is the compile-table entry. A persistent
+  first member, and a chunked plan (what ``auto`` runs on CPU for a dense net whose population
+  outgrows `jaxdl.sweep.CPU_STATE_BUDGET`; ``chunked(M)`` in the tables) on its first chunk of
+  M members. The time to the first chunk is the compile-table entry. A persistent
   compilation cache in a temporary folder (`persistent_cache`) lets the repeated calls load
   their programs instead of compiling them again; the steady chunks run the same executable.
 - **jaxdl whole-run scan**: ``jax.jit(jax.vmap(jaxdl.make_train(...)))`` over K keys, a whole
