@@ -48,9 +48,7 @@ __all__ = [
 def _host(value: Any) -> np.ndarray | None:
     """``value`` as a host array, or ``None`` where it is traced (or lives on other processes)
     and so is known only inside the compiled program."""
-    if isinstance(value, jax.core.Tracer):
-        return None
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    if isinstance(value, jax.Array) and not _on_device(value):
         return None
     return np.asarray(value)
 

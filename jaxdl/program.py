@@ -164,8 +164,7 @@ def build_program(
         )
         for n in set(chunk_plan(config))
     }
-    platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
-    init_options = dict(CPU_INIT_OPTIONS) if platform == "cpu" else None
+    init_options = dict(CPU_INIT_OPTIONS) if sharding.platform(mesh) == "cpu" else None
     return Program(
         jitted(init, (0, 0, 0), run, compiler_options=init_options),
         chunks,

@@ -43,6 +43,7 @@ __all__ = [
     "mesh_spec",
     "parse_mesh",
     "place_run",
+    "platform",
     "place_shared",
     "run_sharding",
     "shard_batch",
@@ -244,6 +245,18 @@ def gather(tree: Any, mesh: Mesh) -> Any:
       The same values, placed by `shared_sharding`.
     """
     return jax.jit(lambda t: t, out_shardings=shared_sharding(mesh))(tree)
+
+
+def platform(mesh: Mesh | None) -> str:
+    """The platform a run's programs compile for: its mesh's devices', else the default one.
+
+    Args:
+      mesh: the run's mesh, or ``None`` (the default device).
+
+    Returns:
+      ``"cpu"``, ``"gpu"``, ``"tpu"``...
+    """
+    return jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
 
 
 def fetch(x: jax.Array | np.ndarray) -> np.ndarray:

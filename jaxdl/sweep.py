@@ -247,7 +247,6 @@ def _run_population(
 
     saved = None if checkpoints is None else checkpoints.layout()
     if strategy == "auto" and saved is None:
-        backend = None if mesh is None else mesh.devices.flat[0].platform
         state_shape = jax.eval_shape(
             functools.partial(init_state, model, config),
             hparams[0],
@@ -256,7 +255,7 @@ def _run_population(
             data_key=keys[0][1],
         )
         strategy, chunk_members = choose_strategy(
-            state_shape, len(members), backend, members_axis=unit
+            state_shape, len(members), sharding.platform(mesh), members_axis=unit
         )
     if saved is not None:  # a resumed group runs the chunks it was checkpointed in
         strategy, chunk_members = saved
