@@ -65,7 +65,12 @@ def describe_sweep(
         "strategy": strategy,
         "chunk_members": chunk_members,
     }
-    return json.loads(json.dumps(to_jsonable(description)))
+    return _as_read_back(description)
+
+
+def _as_read_back(value: Any) -> Any:
+    """``value`` in plain JSON types, as reading it back from a JSON file gives it."""
+    return json.loads(json.dumps(to_jsonable(value)))
 
 
 def differences(saved: Any, now: Any, path: str = "") -> list[str]:
@@ -99,7 +104,7 @@ def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     so a sweep saved before a field existed resumes when the field keeps its default."""
     if not isinstance(saved.get("train"), dict):
         return saved
-    defaults = json.loads(json.dumps(to_jsonable(dataclasses.asdict(TrainConfig()))))
+    defaults = _as_read_back(dataclasses.asdict(TrainConfig()))
     return {**saved, "train": {**defaults, **saved["train"]}}
 
 
