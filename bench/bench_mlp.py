@@ -143,22 +143,35 @@ def all_finite(tree) -> jax.Array:
     return functools.reduce(jnp.logical_and, leaves)
 
 
+GUARDS = ("where", "cond", "gate")
+
+
 def guarded_step(optimizer, loss_fn, guard, carry, x, y):
-    """`hand_step` that keeps params and optimiser state when the loss or a gradient is not
-    finite, as jaxdl's step does. ``guard``: ``"where"`` selects every leaf between the new and
-    the old value (what `jaxdl.make_step` does now); ``"cond"`` puts the update in a
-    ``lax.cond`` (the proposal in NOTES.md)."""
+    """`hand_step` that keeps the params when the loss or a gradient is not finite, as jaxdl's
+    step does. ``guard``: ``"where"`` selects every leaf of params and optimiser state between
+    the new and the old value after the update; ``"cond"`` puts the update in a ``lax.cond``
+    (jaxdl's step until the fourth session); ``"gate"`` hands the optimiser zero gradients and
+    selects the old params (`jaxdl.make_step` now; its optimiser state takes the zero step)."""
     params, opt_state = carry
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     finite = jnp.isfinite(loss) & all_finite(grads)
 
-    def update(carry):
+    def update(carry, grads=grads):
         params, opt_state = carry
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
     if guard == "cond":
         return lax.cond(finite, update, lambda carry: carry, carry), loss
+    if guard == "gate":
+        zeros = jax.tree.map(jnp.zeros_like, grads)
+        new_params, opt_state = update(
+            carry, jax.tree.map(lambda g, z: jnp.where(finite, g, z), grads, zeros)
+        )
+        return (
+            jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_params, params),
+            opt_state,
+        ), loss
     new = update(carry)
     return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, carry), loss
 
@@ -179,8 +192,8 @@ def hand_scan(step, carry, x_all, y_all, indices):
 
 
 def hand_runners(config: Config, x, y, *, guards: bool = False):
-    """The hand-written ``{"step": (runner, first_s), "scan": ..., "where": ..., "cond": ...}``
-    (scan when ``config.scan``; the `guarded_step` variants when ``guards``)."""
+    """The hand-written ``{"step": (runner, first_s), "scan": ...}`` and, when ``guards``, one
+    entry per `GUARDS` variant of `guarded_step` (scan when ``config.scan``)."""
     optimizer = optax.adam(1e-3)
     xb, yb = jnp.asarray(x[: config.batch]), jnp.asarray(y[: config.batch])
 
@@ -192,7 +205,7 @@ def hand_runners(config: Config, x, y, *, guards: bool = False):
     jit_step = jax.jit(step, donate_argnums=0)
     runners = {"step": common.stepper(jit_step, fresh_carry(), xb, yb)}
     if guards:
-        for guard in ("where", "cond"):
+        for guard in GUARDS:
             guarded = functools.partial(guarded_step, optimizer, hand_loss, guard)
             jit_guarded = jax.jit(guarded, donate_argnums=0)
             runners[guard] = common.stepper(jit_guarded, fresh_carry(), xb, yb)
@@ -222,7 +235,7 @@ def copy_counts(config: Config, x, y) -> dict[str, int]:
     counts["hand"] = count_copies(
         jax.jit(functools.partial(hand_step, optimizer, hand_loss), donate_argnums=0), carry, xb, yb
     )
-    for guard in ("where", "cond"):
+    for guard in GUARDS:
         guarded = functools.partial(guarded_step, optimizer, hand_loss, guard)
         counts[guard] = count_copies(jax.jit(guarded, donate_argnums=0), carry, xb, yb)
     return counts
@@ -292,7 +305,7 @@ def run(quick: bool = False) -> list[Table]:
         if torch_run is not None:
             runners["torch"] = torch_run[0]
         if guards:
-            runners["hand_where"], runners["hand_cond"] = hand_run["where"][0], hand_run["cond"][0]
+            runners.update({f"hand_{guard}": hand_run[guard][0] for guard in GUARDS})
         if config.scan:
             runners["jaxdl_chunk"] = jaxdl_run["chunk"][0]
             runners["hand_scan"] = hand_run["scan"][0]
@@ -355,15 +368,12 @@ def run(quick: bool = False) -> list[Table]:
                 [
                     config.label,
                     ms(med["hand"]),
-                    ms(med["hand_where"]),
-                    ms(med["hand_cond"]),
+                    *(ms(med[f"hand_{guard}"]) for guard in GUARDS),
                     ms(med["jaxdl"]),
-                    common.paired_ratio(t["hand_where"], t["hand"])[0],
-                    common.paired_ratio(t["hand_cond"], t["hand"])[0],
+                    *(common.paired_ratio(t[f"hand_{guard}"], t["hand"])[0] for guard in GUARDS),
                     dl_hand,
                     hand_run["step"][1],
-                    hand_run["where"][1],
-                    hand_run["cond"][1],
+                    *(hand_run[guard][1] for guard in GUARDS),
                     jaxdl_run["step"][1],
                 ]
             )
@@ -478,31 +488,38 @@ def run(quick: bool = False) -> list[Table]:
         tables.append(
             Table(
                 "mlp.guard",
-                "The non-finite guard: a select of every leaf vs a lax.cond, ms/step (medians)",
+                "The non-finite guard: selects after the update, a lax.cond, or gated gradients, "
+                "ms/step (medians)",
                 [
                     "config",
                     "hand",
                     "hand + where guard",
                     "hand + cond guard",
+                    "hand + gate guard",
                     "jaxdl",
                     "where / hand",
                     "cond / hand",
+                    "gate / hand",
                     "jaxdl / hand",
                     "first call hand s",
                     "where s",
                     "cond s",
+                    "gate s",
                     "jaxdl s",
                 ],
                 guard_rows,
                 [
-                    "Both skip the update when the loss or a gradient is not finite. where guard: "
-                    "after the Adam update, `jnp.where(finite, new, old)` on every leaf of params "
-                    "and optimiser state (what `jaxdl.make_step` did before it moved to a cond); "
-                    "cond guard: the update inside `lax.cond(finite, update, identity, ...)`.",
+                    "Each keeps the params when the loss or a gradient is not finite. where "
+                    "guard: after the Adam update, `jnp.where(finite, new, old)` on every leaf of "
+                    "params and optimiser state; cond guard: the update inside "
+                    "`lax.cond(finite, update, identity, ...)` (jaxdl's step until the fourth "
+                    "session); gate guard: zero gradients into the optimiser and "
+                    "`jnp.where(finite, new, old)` on the params only (what `jaxdl.make_step` "
+                    "does: the optimiser state takes the zero-gradient step).",
                     "XLA copy instructions in the compiled step (a pass over the array each, "
                     "because the old value must outlive the in-place update): "
                     f"jaxdl {copies['jaxdl']}, hand {copies['hand']}, where guard "
-                    f"{copies['where']}, cond guard {copies['cond']}.",
+                    f"{copies['where']}, cond guard {copies['cond']}, gate guard {copies['gate']}.",
                 ],
             )
         )

@@ -62,9 +62,9 @@ class TrainConfig:
     record_grad_norms: bool = False  # per-layer gradient norms in the history
     unroll: int = 1  # lax.scan unroll within a chunk
     skip_nonfinite: bool = True  # freeze the run at its first NaN/inf loss or gradient
-    # False: the update never waits for that check (up to 25 % of an overhead-bound step on
-    # CPU); diverged_at still records the first such step, but the params take the NaN/inf
-    # (`fit` still stops after that chunk; a sweep member trains on with them).
+    # False: the update never waits for that check (a few % of an overhead-bound step on CPU);
+    # diverged_at still records the first such step, but the params take the NaN/inf (`fit`
+    # still stops after that chunk; a sweep member trains on with them).
 
     def __post_init__(self):
         optimizers.check_names(self.optimizer, self.schedule)
@@ -176,6 +176,11 @@ def layer_grad_norms(grads) -> dict[str, jax.Array]:
     return {name: optax.tree.norm(g) for name, g in grads.items()}
 
 
+def _keep_if(keep: jax.Array, new, old):
+    """``new`` where ``keep`` (shape ``()``) is true, else ``old``, leaf by leaf."""
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
 def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softmax_cross_entropy):
     """The pure train step ``step(state, hparams, x, y) -> (state, metrics)``.
 
@@ -189,7 +194,10 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
       ``[batch]``; it returns the new state and ``{"loss": (), "accuracy": ()}`` (plus
       ``"grad_norm": {layer: ()}`` when ``config.record_grad_norms``). A step whose loss or
       gradients are non-finite sets ``diverged_at`` and (unless ``config.skip_nonfinite`` is
-      False) leaves params and optimiser state unchanged; so do all later steps.
+      False) leaves the params and the model state unchanged; so do all later steps. The
+      optimiser of a skipped step gets zero gradients (Adam's moments decay) and its update is
+      dropped: selects that XLA fuses into the update's own loops, where a cond or a select
+      of the whole state made every healthy step wait or copy (bench/NOTES.md section 12).
     """
 
     def objective(params, model_state, x, y, key):
@@ -202,20 +210,19 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
             state.params, state.model_state, x, y, dropout_key
         )
         # One reduction detects NaN/inf anywhere in the gradients (a NaN or an overflow makes
-        # the global norm non-finite); a cond skips the update, so a healthy step pays for no
-        # copy of the params (under vmap the cond becomes a select, member by member).
+        # the global norm non-finite).
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-
-        def update(_):
-            optimizer = make_optimizer(config, hparams)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            return optax.apply_updates(state.params, updates), model_state, opt_state
-
         if config.skip_nonfinite:
             healthy = finite & (state.diverged_at < 0)
-            params, model_state, opt_state = lax.cond(healthy, update, lambda _: state[:3], None)
+            applied = _keep_if(healthy, grads, jax.tree.map(jnp.zeros_like, grads))
         else:  # nothing waits for the check: it only sets diverged_at
-            params, model_state, opt_state = update(None)
+            applied = grads
+        optimizer = make_optimizer(config, hparams)
+        updates, opt_state = optimizer.update(applied, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if config.skip_nonfinite:
+            params = _keep_if(healthy, params, state.params)
+            model_state = _keep_if(healthy, model_state, state.model_state)
         diverged_at = jnp.where((state.diverged_at < 0) & ~finite, state.step, state.diverged_at)
         metrics = {"loss": loss, "accuracy": losses.accuracy(logits, y)}
         if config.record_grad_norms:
@@ -241,8 +248,10 @@ def make_batch_step(
     step = make_step(model, config, loss_fn)
 
     def batch_step(state: TrainState, hparams: Hparams, data: DeviceData, batch_indices):
-        x = jnp.take(data.x_train, batch_indices, axis=0)  # [B, ...features]
-        y = jnp.take(data.y_train, batch_indices, axis=0)  # [B]
+        # The indices are in range by construction; "clip" is XLA's own gather, while take's
+        # default ("fill") masks every gathered value with a select (3-5 % of a small step).
+        x = jnp.take(data.x_train, batch_indices, axis=0, mode="clip")  # [B, ...features]
+        y = jnp.take(data.y_train, batch_indices, axis=0, mode="clip")  # [B]
         if mesh is not None:  # each device takes B / data rows; XLA all-reduces the gradients
             x, y = sharding.shard_batch((x, y), mesh)
         return step(state, hparams, x, y)

@@ -197,6 +197,35 @@ def test_divergence_freezes_the_run_at_the_first_non_finite_step(small):
     chex.assert_trees_all_close(fitted.params, params_at[first], rtol=1e-5)
 
 
+def is_trace(node) -> bool:
+    return isinstance(node, optax.TraceState)
+
+
+def test_a_skipped_step_hands_the_optimiser_zero_gradients_and_drops_its_update(small):
+    """The documented cost of a guard without copies: params and model state stay, the
+    optimiser state takes a zero-gradient step (heavy-ball momentum: ``trace * momentum``)."""
+    config = TrainConfig(steps=12, batch_size=32, optimizer="momentum", chunk_steps=1)
+    model = diverging_model()
+    data = train.to_device(small)
+    hparams = DIVERGE_HPARAMS.as_arrays()
+    step = jax.jit(train.make_chunk(model, config, 1))
+    state = train.init_state(
+        model, config, hparams, EXAMPLE, init_key=run_keys(0)[0], data_key=run_keys(0)[1]
+    )
+    while int(state.diverged_at) < 0 and int(state.step) < config.steps:
+        before = state
+        state, _ = step(state, hparams, data)
+    assert int(state.diverged_at) == int(before.step), "the lr must make this run diverge"
+    chex.assert_trees_all_equal(state.params, before.params)
+    (trace_before,), (trace_after,) = (
+        [leaf for leaf in jax.tree.leaves(s.opt_state, is_leaf=is_trace) if is_trace(leaf)]
+        for s in (before, state)
+    )
+    expected = jax.tree.map(lambda t: t * np.float32(config.momentum), trace_before.trace)
+    chex.assert_trees_all_equal(trace_after.trace, expected)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(trace_after))
+
+
 def test_without_skipping_the_run_goes_on_non_finite_and_still_records_the_step(small):
     """``skip_nonfinite=False``: the same first non-finite step is recorded, the update is not
     skipped (the params turn non-finite), and a healthy run is unchanged."""
@@ -212,7 +241,7 @@ def test_without_skipping_the_run_goes_on_non_finite_and_still_records_the_step(
     expected, _ = jaxdl.fit(model, small, base, healthy)
     state, _ = jaxdl.fit(model, small, unskipped, healthy)
     assert int(state.diverged_at) == -1
-    chex.assert_trees_all_close(state.params, expected.params, atol=1e-6)
+    chex.assert_trees_all_equal(state.params, expected.params)  # the guard changes no value
 
 
 @pytest.mark.parametrize("field", ["skip_nonfinite", "record_grad_norms"])
