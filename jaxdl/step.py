@@ -249,7 +249,7 @@ def make_batch_step(
 
     def batch_step(state: TrainState, hparams: Hparams, data: DeviceData, batch_indices):
         # The indices are in range by construction; "clip" is XLA's own gather, while take's
-        # default ("fill") masks every gathered value with a select (3-5 % of a small step).
+        # default ("fill") would mask every gathered value with a select.
         x = jnp.take(data.x_train, batch_indices, axis=0, mode="clip")  # [B, ...features]
         y = jnp.take(data.y_train, batch_indices, axis=0, mode="clip")  # [B]
         if mesh is not None:  # each device takes B / data rows; XLA all-reduces the gradients
