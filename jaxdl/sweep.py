@@ -143,7 +143,8 @@ def choose_strategy(
 ) -> Plan:
     """The ``"auto"`` plan, by backend, model and population size (see `bench.bench_sweep`).
 
-    A single member runs plainly (``"map"``). On GPU/TPU every population is vmapped whole, and
+    A single member runs plainly (``"map"``), but for a ConvNet on CPU as a population of one
+    (``"vmap"``, measured faster). On GPU/TPU every population is vmapped whole, and
     so is one whose members a mesh splits over devices (``members_axis > 1``). On CPU a dense
     net's population is vmapped in chunks of as many members as keep their stacked train state
     within `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"``
@@ -161,11 +162,14 @@ def choose_strategy(
       A `Plan`.
     """
     vmap, map_ = Plan("vmap", num_members), Plan("map", 1)
+    on_cpu = (backend or jax.default_backend()) == "cpu"
     if members_axis > 1:
         return vmap
     if num_members == 1:
-        return map_
-    if (backend or jax.default_backend()) != "cpu":
+        # On CPU a ConvNet's chunk runs 1-7 % faster as a population of one than plainly (five
+        # measurements, bench/NOTES.md section 12); a dense net's 10-15 % slower.
+        return vmap if on_cpu and _has_conv(member_state_shape) else map_
+    if not on_cpu:
         return vmap
     if _has_conv(member_state_shape):
         return map_

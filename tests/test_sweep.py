@@ -325,6 +325,7 @@ Plan = sweep_module.Plan
         (MIB_DENSE, 9, "cpu", 1, Plan("chunked", 3)),  # 3 chunks of 3, not 4 + 4 + 1
         (BIG_DENSE, 8, "cpu", 1, Plan("map", 1)),  # one member is over the budget
         (BIG_DENSE, 8, "gpu", 1, Plan("vmap", 8)),
+        (CONV_PARAMS, 1, "cpu", 1, Plan("vmap", 1)),  # measured faster than plain
         (CONV_PARAMS, 2, "cpu", 1, Plan("map", 1)),
         (CONV_PARAMS, 32, "cpu", 1, Plan("map", 1)),
         (CONV_PARAMS, 2, "gpu", 1, Plan("vmap", 2)),
