@@ -21,6 +21,20 @@ def _norm(kind: str | None) -> Layer | None:
     return _NORMS[kind]()
 
 
+def _check_widths(recipe: str, name: str, widths) -> None:
+    """Raises unless ``widths`` is a sequence of positive ints (one per layer)."""
+    is_int = lambda w: isinstance(w, int) and not isinstance(w, bool)  # noqa: E731 (as `dense`)
+    if (
+        not isinstance(widths, Sequence)
+        or isinstance(widths, str)
+        or not all(is_int(w) and w > 0 for w in widths)
+    ):
+        raise ValueError(
+            f"{recipe}: {name} must be a sequence of positive ints, one per layer "
+            f"(e.g. (128, 128)), got {widths!r}"
+        )
+
+
 def _dense_stack(hidden, num_classes, act, init, init_scale, dropout_rate, norm, first_act):
     """Hidden blocks ``dense{i}[, norm{i}], act{k}[, dropout{i}]`` and the output ``dense{n+1}``."""
     entries = []
@@ -93,6 +107,7 @@ def mlp_entries(
     Returns:
       ``[(name, Layer)]``; ``serial(*entries)`` is `mlp`.
     """
+    _check_widths("mlp", "hidden", hidden)
     act = get_activation(activation)
     stack = _dense_stack(hidden, num_classes, act, init, init_scale, dropout, norm, first_act=1)
     return [("flatten", flatten), *stack]
@@ -190,6 +205,8 @@ def convnet_entries(
       ``[(name, Layer)]``: ``conv{i}``, ``act{i}``, ``pool{i}`` per block (``conv_norm{i}``
       with a norm), ``flatten``, then the head's ``dense{j}``; ``serial(*entries)`` is `convnet`.
     """
+    _check_widths("convnet", "channels", channels)
+    _check_widths("convnet", "hidden", hidden)
     act = get_activation(activation)
     entries = []
     for i, width in enumerate(channels, start=1):

@@ -372,3 +372,22 @@ def test_convnet_entries_rebuild_convnet_and_name_every_layer():
     chex.assert_shape(outputs["pool2"], (2, 2, 2, 6))
     logits, _ = jaxdl.convnet(**kwargs).apply(params, state, x)
     np.testing.assert_array_equal(outputs["dense2"], logits)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: jaxdl.mlp(hidden=128),
+            r"mlp: hidden must be a sequence of positive ints.*got 128",
+        ),
+        (lambda: jaxdl.mlp(hidden=(128, 0)), r"mlp: hidden .*got \(128, 0\)"),
+        (lambda: jaxdl.mlp(hidden=(64.0,)), r"mlp: hidden .*got \(64.0,\)"),
+        (lambda: jaxdl.convnet(channels=16), r"convnet: channels .*got 16"),
+        (lambda: jaxdl.convnet(hidden=8), r"convnet: hidden .*got 8"),
+        (lambda: jaxdl.convnet(channels="32"), r"convnet: channels .*got '32'"),
+    ],
+)
+def test_recipes_refuse_widths_that_are_not_a_sequence_of_positive_ints(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
