@@ -62,9 +62,15 @@ def schedule_fn(name: str, lr, steps: int, warmup_steps: int = 0) -> optax.Sched
     elif name == "cosine":
         schedule = optax.cosine_decay_schedule(lr, max(steps, 1))
     else:
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, lr, warmup_steps, max(steps, warmup_steps + 1)
+        # optax's warm-up schedule branches on its peak value in Python, so a traced lr (a
+        # sweep's, or any jitted run's) cannot be its peak: the unit-peak shape is scaled.
+        shape = optax.warmup_cosine_decay_schedule(
+            0.0, 1.0, warmup_steps, max(steps, warmup_steps + 1)
         )
+
+        def schedule(count):
+            return lr * shape(count)
+
     return _standard_promotion(schedule)
 
 
