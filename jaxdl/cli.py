@@ -172,7 +172,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, hparams: bool = True
         dest="train.skip_nonfinite",
         action="store_false",
         help="never skip an update whose loss or gradients are NaN/inf: the step need not wait "
-        "for the check (a few %% faster when overhead-bound); the params then take the NaN/inf, "
+        "for the check (about 10 %% faster when overhead-bound); the params then take the NaN/inf, "
         "the first such step is still reported (train stops after its chunk)",
     )
     if hparams:

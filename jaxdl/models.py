@@ -23,11 +23,14 @@ def _norm(kind: str | None) -> Layer | None:
 
 def _check_widths(recipe: str, name: str, widths) -> None:
     """Raises unless ``widths`` is a sequence of positive ints (one per layer)."""
-    is_int = lambda w: isinstance(w, int) and not isinstance(w, bool)  # noqa: E731 (as `dense`)
+
+    def is_width(w) -> bool:  # a plain positive int, as `dense` and `conv` accept
+        return isinstance(w, int) and not isinstance(w, bool) and w > 0
+
     if (
         not isinstance(widths, Sequence)
         or isinstance(widths, str)
-        or not all(is_int(w) and w > 0 for w in widths)
+        or not all(is_width(w) for w in widths)
     ):
         raise ValueError(
             f"{recipe}: {name} must be a sequence of positive ints, one per layer "

@@ -62,7 +62,7 @@ class TrainConfig:
     record_grad_norms: bool = False  # per-layer gradient norms in the history
     unroll: int = 1  # lax.scan unroll within a chunk
     skip_nonfinite: bool = True  # freeze the run at its first NaN/inf loss or gradient
-    # False: the update never waits for that check (a few % of an overhead-bound step on CPU);
+    # False: the update never waits for that check (about 10 % of an overhead-bound step on CPU);
     # diverged_at still records the first such step, but the params take the NaN/inf (`fit`
     # still stops after that chunk; a sweep member trains on with them).
 
@@ -196,8 +196,7 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
       gradients are non-finite sets ``diverged_at`` and (unless ``config.skip_nonfinite`` is
       False) leaves the params and the model state unchanged; so do all later steps. The
       optimiser of a skipped step gets zero gradients (Adam's moments decay) and its update is
-      dropped: selects that XLA fuses into the update's own loops, where a cond or a select
-      of the whole state made every healthy step wait or copy (bench/NOTES.md section 12).
+      dropped.
     """
 
     def objective(params, model_state, x, y, key):
@@ -213,6 +212,9 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
         # the global norm non-finite).
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         if config.skip_nonfinite:
+            # A skipped step: zero gradients into the optimiser, the old params kept. Both are
+            # selects XLA fuses into the update's own loops, in place; a cond (or a select of
+            # the whole state) made every healthy step wait or copy (bench/NOTES.md section 12).
             healthy = finite & (state.diverged_at < 0)
             applied = _keep_if(healthy, grads, jax.tree.map(jnp.zeros_like, grads))
         else:  # nothing waits for the check: it only sets diverged_at
@@ -243,8 +245,9 @@ def make_batch_step(
     mesh: Mesh | None = None,
 ):
     """``batch_step(state, hparams, data, batch_indices) -> (state, metrics)``: one step on the
-    training examples at ``batch_indices`` (``[batch]`` int32) of a `DeviceData`; with a
-    ``mesh``, the batch is split along its ``data`` axis."""
+    training examples at ``batch_indices`` (``[batch]`` int32, each in ``[0, num_train)``: out
+    of range ones are clamped) of a `DeviceData`; with a ``mesh``, the batch is split along its
+    ``data`` axis."""
     step = make_step(model, config, loss_fn)
 
     def batch_step(state: TrainState, hparams: Hparams, data: DeviceData, batch_indices):

@@ -166,8 +166,9 @@ def choose_strategy(
     if members_axis > 1:
         return vmap
     if num_members == 1:
-        # On CPU a ConvNet's chunk runs 1-7 % faster as a population of one than plainly (five
-        # measurements, bench/NOTES.md section 12); a dense net's 10-15 % slower.
+        # On CPU a ConvNet's chunk ran 3-5 % faster as a population of one than plainly in a
+        # direct probe (within bench_sweep's noise; bench/NOTES.md section 12); a dense net's
+        # 10-15 % slower.
         return vmap if on_cpu and _has_conv(member_state_shape) else map_
     if not on_cpu:
         return vmap
