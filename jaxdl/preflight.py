@@ -12,13 +12,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data.batching import steps_per_epoch
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData
-from jaxdl.data.validation import check_same_features, validate, validate_on_device
+from jaxdl.data.validation import (
+    check_same_features,
+    label_range,
+    validate,
+    validate_on_device,
+)
 from jaxdl.step import Hparams, TrainConfig
 from jaxdl.sweep_result import SEED_AXES
 from jaxdl.types import Layer
@@ -65,7 +69,7 @@ def _on_device(value: Any) -> bool:
 def _label_max(y: Any) -> int | None:
     """The largest label, reduced where ``y`` lies; ``None`` if it is traced or elsewhere."""
     if _on_device(y):
-        return int(jax.device_get(jnp.max(y)))  # one scalar, fetched explicitly
+        return int(jax.device_get(label_range(y)[1]))  # check_data compiled it for this shape
     host = _host(y)
     return None if host is None else int(np.max(host))
 

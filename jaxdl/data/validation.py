@@ -49,16 +49,23 @@ def validate_on_device(x: jax.Array, y: jax.Array, *, num_classes: int | None, n
       None. Raises `DataError` as `validate` does.
     """
     _check_shapes(x, y, name)
-    low, high, finite = jax.device_get(_summary(x, y))
+    (low, high), finite = jax.device_get((label_range(y), _all_finite(x)))
     top_ok = num_classes is None or (isinstance(num_classes, int) and high < num_classes)
     if low < 0 or not top_ok or not finite:
         validate(np.asarray(x), np.asarray(y), num_classes=num_classes, name=name)
 
 
 @jax.jit
-def _summary(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(min label, max label, whether every input is finite)``, each of shape ``()``."""
-    return jnp.min(y), jnp.max(y), jnp.all(jnp.isfinite(x))
+def label_range(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(min label, max label)`` of labels ``[N]``, each of shape ``()``, reduced where ``y``
+    lies (one compiled program per shape, shared by every check that needs it)."""
+    return jnp.min(y), jnp.max(y)
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    """Whether every input is finite, shape ``()``."""
+    return jnp.all(jnp.isfinite(x))
 
 
 def _check_shapes(x: np.ndarray, y: np.ndarray, name: str) -> None:
