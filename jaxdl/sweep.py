@@ -387,7 +387,7 @@ def sweep(
         half the device memory, estimated from the compiled program's memory analysis, or
         ``chunk_members``), or ``"auto"`` (`choose_strategy`: on GPU/TPU vmap; on CPU a dense
         net's members vmapped in chunks whose stacked state fits 4 MiB, ConvNets one member
-        after another).
+        after another, a single one as a population of one).
       chunk_members: members per vmapped chunk for ``"chunked"`` (an error with any other
         strategy); ``None`` estimates it.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
