@@ -108,13 +108,23 @@ print(json.dumps({"total": t2 - t0, "init": t1 - t0, "step": t2 - t1}))
 
 
 # The same, with the init program `fit` and `jaxdl train` run: `build_program`'s jitted init
-# (one program, compiled without backend optimisations on CPU) instead of eager `init_state`.
-FIRST_STEP["jaxdl_program"] = FIRST_STEP["jaxdl"].replace(
-    "state = jaxdl.init_state(model, config, hparams, xb, init_key=init_key, data_key=data_key)",
-    "program = jaxdl.train.build_program(model, config, xb[:1])\n"
-    "state = program.init(init_key, data_key, hparams)",
+# (one program, compiled without backend optimisations on CPU, deriving the keys from the seed
+# inside it) instead of eager key splitting and eager `init_state`.
+FIRST_STEP["jaxdl_program"] = (
+    FIRST_STEP["jaxdl"]
+    .replace(
+        "init_key, data_key = jax.random.split(jax.random.key(0))",
+        "seeds = jaxdl.train.seed_array(0)",
+    )
+    .replace(
+        "state = jaxdl.init_state(model, config, hparams, xb, init_key=init_key, "
+        "data_key=data_key)",
+        "program = jaxdl.train.build_program(model, config, xb[:1])\n"
+        "state = program.init(seeds, seeds, hparams)",
+    )
 )
-assert "build_program" in FIRST_STEP["jaxdl_program"]
+assert "program.init(seeds" in FIRST_STEP["jaxdl_program"]
+assert "random.split" not in FIRST_STEP["jaxdl_program"]
 
 
 def fresh_env(cache_dir: str | None = None) -> dict[str, str]:

@@ -344,12 +344,11 @@ def jaxdl_loop_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int):
 
     x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     program = jaxdl.train.build_program(model, config, x_all[:1], population=True)
-    init_keys = jax.random.split(jax.random.key(0), num_members)  # [K]
-    data_keys = jax.random.split(jax.random.key(1), num_members)  # [K]
+    seeds = jaxdl.train.seed_array(range(num_members))  # [K]
     hparams = jaxdl.Hparams(
         *(jnp.full((num_members,), v, jnp.float32) for v in jaxdl.Hparams(lr=LR))
     )
-    state = program.init(init_keys, data_keys, hparams)
+    state = program.init(seeds, seeds, hparams)
     loop_step = jax.jit(jax.vmap(drawn_step, in_axes=(0, 0, None, None)), donate_argnums=0)
     return common.stepper(loop_step, state, hparams, x_all, y_all)
 

@@ -91,11 +91,45 @@ def stack_history(chunks: list[dict], evals: list[dict]) -> History:
     return history
 
 
+def seed_array(seed: int | Sequence[int]) -> np.ndarray:
+    """Seeds as the ``uint32`` array a program's init takes: the low 32 bits of each, which is
+    what `jax.random.key` keeps of a Python int (``-1`` and ``2**32 - 1`` give the same key).
+
+    Args:
+      seed: an int, or a sequence of ints (one per member).
+
+    Returns:
+      ``uint32`` array of shape ``()`` or ``[members]``.
+    """
+    if isinstance(seed, Sequence | range | np.ndarray):
+        return np.asarray([int(s) % 2**32 for s in seed], dtype=np.uint32)
+    return np.asarray(int(seed) % 2**32, dtype=np.uint32)
+
+
+def seed_keys(init_seed: jax.Array, data_seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A run's ``(init_key, data_key)``: the first half of the split of ``key(init_seed)`` and
+    the second half of the split of ``key(data_seed)``; with one seed for both, the two halves of
+    ``jax.random.split(jax.random.key(seed))``, as `jaxdl.fit` documents.
+
+    Args:
+      init_seed: ``uint32`` shape ``()`` (see `seed_array`); may be traced.
+      data_seed: ``uint32`` shape ``()``; may be traced.
+
+    Returns:
+      Two typed keys, each of shape ``()``.
+    """
+    init_key = jax.random.split(jax.random.key(init_seed))[0]
+    data_key = jax.random.split(jax.random.key(data_seed))[1]
+    return init_key, data_key
+
+
 class Program(NamedTuple):
     """The compiled pieces of a run, possibly vmapped over a population of members.
 
     Attributes:
-      init: ``init(init_key, data_key, hparams) -> TrainState``.
+      init: ``init(init_seed, data_seed, hparams) -> TrainState``, seeds from `seed_array`:
+        the keys are derived inside the program (`seed_keys`), so starting a run compiles no
+        eager key programs.
       chunks: ``{num_steps: chunk(state, hparams, data) -> (state, metrics)}``.
       evaluate: ``evaluate(state, data) -> {"loss", "accuracy"}`` on the test split.
     """
@@ -121,7 +155,7 @@ def build_program(
       config: the run's `TrainConfig`.
       example: an example input ``[batch, ...features]`` (shape and dtype only).
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
-      population: vmap every function over a leading ``[members]`` axis of keys, hparams and
+      population: vmap every function over a leading ``[members]`` axis of seeds, hparams and
         state (the data is shared).
       mesh: a `jaxdl.sharding.make_mesh` mesh to run on: batches split along ``data``, members
         along ``members``; the functions then expect inputs placed as `jaxdl.sharding` says
@@ -133,7 +167,8 @@ def build_program(
     if mesh is not None:
         sharding.check_program(mesh, batch_size=config.batch_size, population=population)
 
-    def init(init_key, data_key, hparams):
+    def init(init_seed, data_seed, hparams):
+        init_key, data_key = seed_keys(init_seed, data_seed)
         return init_state(model, config, hparams, example, init_key=init_key, data_key=data_key)
 
     def test_metrics(state, data):

@@ -28,6 +28,8 @@ from jaxdl.program import (
     chunk_plan,
     eval_due,
     run_program,
+    seed_array,
+    seed_keys,
     stack_history,
 )
 from jaxdl.step import (
@@ -70,6 +72,8 @@ __all__ = [
     "make_step",
     "make_train",
     "run_program",
+    "seed_array",
+    "seed_keys",
     "stack_history",
     "to_device",
 ]
@@ -118,12 +122,10 @@ def fit(
     check_fits(config, data, model, hparams)  # before anything compiles
     device_data = to_device(data, mesh)
     program = build_program(model, config, device_data.x_train[:1], loss_fn=loss_fn, mesh=mesh)
-    init_key, data_key = jax.random.split(jax.random.key(seed))
-    hparams = hparams.as_arrays()
-    init_key, data_key, hparams = sharding.place_run(
-        (init_key, data_key, hparams), mesh, population=False
+    seeds, hparams = sharding.place_run(
+        (seed_array(seed), hparams.as_arrays()), mesh, population=False
     )
-    state = program.init(init_key, data_key, hparams)
+    state = program.init(seeds, seeds, hparams)
     on_state = None
     if checkpointer is not None:
         if resume and checkpointer.steps():

@@ -10,11 +10,13 @@ sharing a fixture in different processes.
 import dataclasses
 
 import chex
+import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import strategies as st
 
 import jaxdl
 from jaxdl import optimizers, train
@@ -34,6 +36,11 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     """``(init_key, data_key)`` of a run, derived from its seed as `fit` documents."""
     init_key, data_key = jax.random.split(jax.random.key(seed))
     return init_key, data_key
+
+
+def run_seeds(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(init_seed, data_seed)`` of a run as a program's init takes them."""
+    return train.seed_array(seed), train.seed_array(seed)
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +64,13 @@ def test_program_chunk_does_not_recompile_for_new_values(small):
     hp_a = Hparams(lr=1e-3).as_arrays()
     hp_b = Hparams(lr=3e-2, weight_decay=1e-4, init_scale=0.5).as_arrays()
     chunk = program.chunks[5]
-    state = program.init(*run_keys(0), hp_a)
+    state = program.init(*run_seeds(0), hp_a)
     state, _ = chunk(state, hp_a, data)
     state, _ = chunk(state, hp_b, data)  # new state values, a different traced lr
     assert chunk._cache_size() == 1
     assert int(state.step) == 10
-    other = program.init(*run_keys(1), hp_b)
-    program.init(*run_keys(2), hp_a)
+    other = program.init(*run_seeds(1), hp_b)
+    program.init(*run_seeds(2), hp_a)
     assert program.init._cache_size() == 1
     program.evaluate(state, data)
     program.evaluate(other, data)
@@ -127,6 +134,23 @@ def test_same_seed_is_bit_identical_and_seeds_differ(small):
     np.testing.assert_array_equal(first_history["loss"], again_history["loss"])
     for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(other.params), strict=True):
         assert not np.array_equal(a, b)
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(seed=st.integers(-(2**63), 2**63 - 1))
+def test_seed_keys_are_the_halves_of_the_split_of_the_seeds_key(seed):
+    init_key, data_key = jax.jit(train.seed_keys)(*run_seeds(seed))
+    expected_init, expected_data = run_keys(seed)  # what fit documents, eagerly
+    np.testing.assert_array_equal(jax.random.key_data(init_key), jax.random.key_data(expected_init))
+    np.testing.assert_array_equal(jax.random.key_data(data_key), jax.random.key_data(expected_data))
+
+
+def test_seed_array_keeps_the_low_32_bits_of_each_seed():
+    assert train.seed_array(5).shape == ()
+    np.testing.assert_array_equal(
+        train.seed_array([0, -1, 2**32 + 3, 2**70 + 9]), np.array([0, 2**32 - 1, 3, 9], np.uint32)
+    )
+    assert train.seed_array(range(3)).dtype == np.uint32
 
 
 def test_make_train_equals_fit_and_vmaps_over_keys(small):
@@ -527,12 +551,11 @@ def test_run_program_logs_a_chunk_before_checkpointing_it(small):
     data = train.to_device(small)
     program = train.build_program(jaxdl.mlp(hidden=(8,)), config, data.x_train[:1])
     hparams = Hparams().as_arrays()
-    init_key, data_key = jax.random.split(jax.random.key(0))
     calls = []
     train.run_program(
         program,
         config,
-        program.init(init_key, data_key, hparams),
+        program.init(*run_seeds(0), hparams),
         hparams,
         data,
         on_chunk=lambda step, _: calls.append(("log", step)),
