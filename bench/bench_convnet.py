@@ -190,10 +190,11 @@ def torch_runner(x, y):
         layers += [nn.Conv2d(c_in, c_out, KERNEL, padding=KERNEL // 2), nn.ReLU(), nn.MaxPool2d(2)]
         c_in = c_out
     side = 28 // 2 ** len(CHANNELS)
-    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(side * side * c_in, 10))
+    device = common.torch_device(torch)
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(side * side * c_in, 10)).to(device)
     xb = torch.from_numpy(np.ascontiguousarray(x[:BATCH].transpose(0, 3, 1, 2)))  # [B, 1, H, W]
     yb = torch.from_numpy(y[:BATCH].astype(np.int64))
-    return torch_step_runner(torch, model, xb, yb)
+    return torch_step_runner(torch, model, xb.to(device), yb.to(device))
 
 
 # ----------------------------------------------------------------------------- the scan cliff
@@ -493,8 +494,9 @@ def run(quick: bool = False) -> list[Table]:
             rows,
             [
                 f"FLOPs per step: 3 × forward ({forward_flops() / 1e6:.1f} MFLOP/example) × "
-                f"{BATCH}. / matmul: achieved FLOP/s over a 2048² `jnp.matmul`'s in the same "
-                f"interleaved repeats ({matmul_flops / med['matmul'] / 1e9:.0f} GFLOP/s median).",
+                f"{BATCH}. / matmul: achieved FLOP/s over a {common.peak_size()}² "
+                "`jnp.matmul`'s in the same interleaved repeats "
+                f"({matmul_flops / med['matmul'] / 1e9:.0f} GFLOP/s median).",
                 "First call: trace + compile + first run, in the warm benchmark process.",
                 "canonical_conv: jaxdl's conv on CPU (lax.conv with canonical-layout gradient "
                 "convs, see the cliff table); the hand-written row shows jaxdl's own overhead.",

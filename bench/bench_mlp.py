@@ -245,7 +245,8 @@ def copy_counts(config: Config, x, y) -> dict[str, int]:
 
 
 def torch_step_runner(torch, model, x, y):
-    """``(runner, first_s)`` of PyTorch eager steps (Adam, cross-entropy) on one batch."""
+    """``(runner, first_s)`` of PyTorch eager steps (Adam, cross-entropy) on one batch; the
+    runner ends on ``loss.item()``, which waits for a GPU's queued work."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def run(n):
@@ -270,9 +271,10 @@ def torch_runner(config: Config, x, y):
         layers.append(torch.nn.Linear(m, n))
         if i < len(config.sizes) - 2:
             layers.append(torch.nn.ReLU())
-    xb = torch.from_numpy(x[: config.batch].copy())
-    yb = torch.from_numpy(y[: config.batch].astype(np.int64))
-    return torch_step_runner(torch, torch.nn.Sequential(*layers), xb, yb)
+    device = common.torch_device(torch)
+    xb = torch.from_numpy(x[: config.batch].copy()).to(device)
+    yb = torch.from_numpy(y[: config.batch].astype(np.int64)).to(device)
+    return torch_step_runner(torch, torch.nn.Sequential(*layers).to(device), xb, yb)
 
 
 # ----------------------------------------------------------------------------- run
@@ -445,10 +447,10 @@ def run(quick: bool = False) -> list[Table]:
             [
                 "FLOPs per step: 6 × params × batch (forward 2, backward 4; the first layer's "
                 "unneeded input gradient is counted too, as is usual).",
-                "matmul: a jitted float32 2048×2048 `jnp.matmul` timed in the same interleaved "
-                "repeats (the machine's peak under the same load); jaxdl / matmul: median of "
-                "the per-repeat ratios of achieved FLOP/s. Small matmuls can beat the 2048² "
-                "figure on a busy machine, so the ratio can exceed 1.",
+                f"matmul: a jitted float32 {common.peak_size()}² `jnp.matmul` timed in the same "
+                "interleaved repeats (the machine's peak under the same load); jaxdl / matmul: "
+                "median of the per-repeat ratios of achieved FLOP/s. Small matmuls can beat "
+                "that figure on a busy machine, so the ratio can exceed 1.",
             ],
         ),
     ]

@@ -75,6 +75,8 @@ from bench.common import Table, verdict
 NAME = "sweep"
 KS = (1, 8, 32, 128)  # population sizes (seeds)
 QUICK_KS = (1, 8)
+ACCELERATOR_KS = (1, 8, 32, 128, 512, 1024)  # on a GPU or TPU
+ACCELERATOR_CHUNK_STEPS = 100  # steps per chunk on an accelerator, at every K
 BATCH = 128  # examples per step and member
 NUM_TRAIN = 4000  # examples in the device-resident training set
 NUM_TEST = 100  # test examples (the whole-run scan evaluates them once per run)
@@ -144,8 +146,8 @@ class Spec:
     label: str  # table title
     input_shape: tuple[int, ...]  # one example's shape
     target: float  # auto's seed·steps/s over the best hand-written strategy's, at least
-    chunk_steps: dict[int, int]  # K -> steps per chunk (sweep, hand scan); a whole run: twice
-    max_members: dict[str, int]  # implementation -> largest K it is timed at (too slow beyond)
+    chunk_steps: dict[int, int]  # K -> steps per chunk on a CPU (sweep, hand scan); a run: twice
+    max_members: dict[str, int]  # implementation -> largest K it is timed at on a CPU
     jaxdl_model: Callable[[], jaxdl.Layer]
     hand_init: Callable  # hand_init(key) -> params
     hand_logits: Callable  # hand_logits(params, x [B, ...]) -> [B, classes]
@@ -204,6 +206,23 @@ SPECS = (
         torch_convnet,
     ),
 )
+
+
+def chunk_steps_for(spec: Spec, num_members: int) -> int:
+    """Steps per chunk at K = ``num_members``: on a CPU, ``spec.chunk_steps`` at the largest
+    listed K not above it (short chunks keep large populations to minutes on 2 cores); on an
+    accelerator, `ACCELERATOR_CHUNK_STEPS`."""
+    if common.on_accelerator():
+        return ACCELERATOR_CHUNK_STEPS
+    listed = sorted(spec.chunk_steps.items())
+    below = [steps for k, steps in listed if k <= num_members]
+    return below[-1] if below else listed[0][1]
+
+
+def max_members(spec: Spec) -> dict[str, int]:
+    """``{implementation: largest K}`` for the implementations too slow to time beyond it:
+    ``spec.max_members`` on a CPU (XLA:CPU's conv cliffs), none on an accelerator."""
+    return {} if common.on_accelerator() else spec.max_members
 
 
 def make_data(spec: Spec, seed: int = 0) -> jaxdl.data.Dataset:
@@ -450,15 +469,16 @@ def torch_runners(spec: Spec, data: jaxdl.data.Dataset, num_members: int):
     if torch is None:
         return {}
     torch.manual_seed(0)
+    device = common.torch_device(torch)
     x = data.x_train
     if x.ndim == 4:
         x = x.transpose(0, 3, 1, 2)  # [N, H, W, C] -> [N, C, H, W]
-    x_all = torch.from_numpy(np.ascontiguousarray(x))
-    y_all = torch.from_numpy(data.y_train.astype(np.int64))
+    x_all = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    y_all = torch.from_numpy(data.y_train.astype(np.int64)).to(device)
     cross_entropy_t = torch.nn.functional.cross_entropy
     n = x_all.shape[0]
 
-    models = [spec.torch_model(torch) for _ in range(num_members)]
+    models = [spec.torch_model(torch).to(device) for _ in range(num_members)]
     params, buffers = torch.func.stack_module_state(models)  # {name: [K, ...]}
     base = copy.deepcopy(models[0]).to("meta")
 
@@ -470,21 +490,23 @@ def torch_runners(spec: Spec, data: jaxdl.data.Dataset, num_members: int):
 
     def ensemble(steps: int) -> None:
         for _ in range(steps):
-            idx = torch.randint(n, (num_members, BATCH))  # [K, B]
+            idx = torch.randint(n, (num_members, BATCH), device=device)  # [K, B]
             loss = ensemble_loss(params, buffers, x_all[idx], y_all[idx])  # [K]
             ensemble_opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # members are independent: each gets its own gradient
             ensemble_opt.step()
+        common.torch_sync(torch)
 
     optimizers = [torch.optim.Adam(m.parameters(), lr=LR) for m in models]
 
     def loop(steps: int) -> None:
         for _ in range(steps):
             for model, opt in zip(models, optimizers, strict=True):
-                idx = torch.randint(n, (BATCH,))
+                idx = torch.randint(n, (BATCH,), device=device)
                 opt.zero_grad(set_to_none=True)
                 cross_entropy_t(model(x_all[idx]), y_all[idx]).backward()
                 opt.step()
+        common.torch_sync(torch)
 
     return {
         "torch_func": (ensemble, common.time_once(lambda: ensemble(1))),
@@ -552,8 +574,9 @@ def runner_sampler(runner: common.Runner, number: int, members: int) -> Callable
 def measure(spec: Spec, num_members: int, settings: Settings, *, torch: bool = True) -> Measured:
     """Times every implementation of ``spec`` with ``num_members`` seeds, interleaved."""
     data = make_data(spec)
-    chunk_steps = spec.chunk_steps[num_members]
-    timed = [n for n in HAND if num_members <= spec.max_members.get(n, num_members)]
+    chunk_steps = chunk_steps_for(spec, num_members)
+    limits = max_members(spec)
+    timed = [n for n in HAND if num_members <= limits.get(n, num_members)]
     pairs = hand_runners(spec, data, num_members, chunk_steps, timed)
     if settings.whole_run:
         pairs["whole_run"] = whole_run_runner(spec, data, num_members, 2 * chunk_steps)
@@ -729,7 +752,7 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
                     *(
                         f"{COLUMNS[name]}: not timed for K > {k} (seconds per step and tens of "
                         "seconds to compile; see `SPECS`)."
-                        for name, k in spec.max_members.items()
+                        for name, k in max_members(spec).items()
                     ),
                     *([common.TORCH_NOTE] if common.import_torch() else [common.TORCH_MISSING]),
                 ],
@@ -792,9 +815,19 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
     return out
 
 
-def run(quick: bool = False) -> list[Table]:
-    """Times every network at every K; returns the throughput, targets and compile tables."""
+def population_sizes(quick: bool = False) -> tuple[int, ...]:
+    """The K timed by default: `QUICK_KS` with ``quick``, else `KS` on a CPU and
+    `ACCELERATOR_KS` (up to 1024) on a GPU or TPU."""
+    if quick:
+        return QUICK_KS
+    return ACCELERATOR_KS if common.on_accelerator() else KS
+
+
+def run(quick: bool = False, ks: tuple[int, ...] | None = None) -> list[Table]:
+    """Times every network at every K (``ks``, default `population_sizes`); returns the
+    throughput, targets and compile tables."""
     settings = QUICK if quick else FULL
+    settings = dataclasses.replace(settings, ks=tuple(ks or population_sizes(quick)))
     with persistent_cache():
         results = {spec.key: {k: measure(spec, k, settings) for k in settings.ks} for spec in SPECS}
     return tables(results, settings)
@@ -805,10 +838,12 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="K in (1, 8), fewer repeats")
+    parser.add_argument("--ks", default="", help="population sizes, e.g. 512,1024")
     args = parser.parse_args()
+    ks = tuple(int(k) for k in args.ks.split(",") if k.strip()) or None
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    for table in run(args.quick):
+    for table in run(args.quick, ks):
         print(table.markdown(), flush=True)
     print(
         f"{time.perf_counter() - started:.0f} s; 1-min load average {load_start:.1f} at start, "

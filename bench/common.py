@@ -163,12 +163,26 @@ def best_ratio(a: Timing, b: Timing) -> float:
 # ----------------------------------------------------------------------------- peak
 
 
-def matmul_runner(size: int = 2048) -> tuple[Runner, int]:
+def on_accelerator() -> bool:
+    """Whether JAX runs on a GPU or TPU: peers then run there too, and sweeps grow larger."""
+    return jax.default_backend() != "cpu"
+
+
+def peak_size() -> int:
+    """Side of the matmul that measures the peak: 2048 on a CPU; 8192 on an accelerator, whose
+    throughput a 2048 product does not reach."""
+    return 8192 if on_accelerator() else 2048
+
+
+def matmul_runner(size: int | None = None) -> tuple[Runner, int]:
     """A runner of jitted float32 ``[size, size] @ [size, size]`` products, and their FLOPs.
 
     Interleaved with a benchmark's runners it gives the matmul throughput under the same load,
-    so "fraction of peak" is a paired ratio rather than a comparison across moments.
+    so "fraction of peak" is a paired ratio rather than a comparison across moments. ``size``
+    defaults to `peak_size`. On a GPU, float32 products use JAX's default precision (TF32 on
+    cards that have it), as the benchmarked steps do.
     """
+    size = size or peak_size()
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
     matmul = jax.jit(jnp.matmul)
@@ -190,16 +204,19 @@ def fraction_of_peak(flops: int, timing: Timing, peak_flops: int, peak: Timing) 
 
 
 @functools.cache
-def matmul_peak(size: int = 2048, repeats: int = 9) -> dict[str, float]:
-    """The machine's float32 matmul throughput with ``jnp`` (and PyTorch, if installed).
+def matmul_peak(size: int | None = None, repeats: int = 9) -> dict[str, float]:
+    """The machine's float32 matmul throughput with ``jnp`` (and PyTorch, if installed), on the
+    device JAX runs on (PyTorch: `torch_device`).
 
     Args:
-      size: the matrices are ``[size, size]``; ``2 * size**3`` FLOPs per product.
+      size: the matrices are ``[size, size]``; ``2 * size**3`` FLOPs per product; default
+        `peak_size`.
       repeats: samples; the reported figure is the median (and the best, as a bound).
 
     Returns:
       ``{"jax_gflops": median, "jax_best_gflops": best, "torch_gflops": ... (if torch)}``.
     """
+    size = size or peak_size()
     run, flops = matmul_runner(size)
     jax_times = [time_once(lambda: run(1)) for _ in range(repeats)]
     a, b = (jax.random.normal(jax.random.key(i), (size, size), jnp.float32) for i in (0, 1))
@@ -209,9 +226,15 @@ def matmul_peak(size: int = 2048, repeats: int = 9) -> dict[str, float]:
     }
     torch = import_torch()
     if torch is not None:
-        ta, tb = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
-        torch.matmul(ta, tb)
-        torch_times = [time_once(lambda: torch.matmul(ta, tb)) for _ in range(repeats)]
+        device = torch_device(torch)
+        ta, tb = (torch.from_numpy(np.array(m)).to(device) for m in (a, b))
+
+        def product():
+            torch.matmul(ta, tb)
+            torch_sync(torch)
+
+        product()
+        torch_times = [time_once(product) for _ in range(repeats)]
         result["torch_gflops"] = flops / statistics.median(torch_times) / 1e9
     return result
 
@@ -240,6 +263,19 @@ def import_torch():
     except ImportError:
         return None
     return torch
+
+
+def torch_device(torch) -> str:
+    """Where the PyTorch peers run: ``"cuda"`` when JAX runs on a GPU and PyTorch sees one (a
+    CPU build of PyTorch does not), else ``"cpu"``."""
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync(torch) -> None:
+    """Waits for PyTorch's queued GPU work (its CUDA calls return before the kernels finish);
+    nothing on a CPU."""
+    if torch_device(torch) == "cuda":
+        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------- tables
@@ -334,7 +370,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers depend on: CPU, core count, load, library versions."""
+    """What the numbers depend on: CPU, core count, load, JAX's device, library versions."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -350,7 +386,9 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
         "torch": None if torch is None else torch.__version__,
+        "torch_device": None if torch is None else torch_device(torch),
         "torch_threads": None if torch is None else torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

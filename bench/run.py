@@ -1,4 +1,5 @@
-"""Runs the benchmarks and writes their tables: ``python -m bench.run [--quick] [--only a,b]``.
+"""Runs the benchmarks and writes their tables: ``python -m bench.run [--quick] [--only a,b]``,
+to ``bench/results/<backend>.md`` and ``.json`` (``cpu``, or ``gpu`` on a GPU machine).
 
 Each benchmark is a module exposing ``run(quick: bool) -> list[bench.common.Table]``, listed in
 `BENCHMARKS` by name. A listed module that is not there is skipped with a note, so adding a
@@ -48,11 +49,17 @@ def machine_table(info: dict, peak: dict) -> common.Table:
         ["CPU", info["cpu"]],
         ["cores (os.cpu_count)", info["cores"]],
         ["1-min load average at start", info["load_avg_1m"]],
-        ["JAX / backend", f"{info['jax']} / {info['backend']}"],
-        ["PyTorch (threads)", f"{info['torch']} ({info['torch_threads']})"],
-        ["float32 matmul 2048², jnp (GFLOP/s, median)", peak["jax_gflops"]],
-        ["float32 matmul 2048², jnp (GFLOP/s, best)", peak["jax_best_gflops"]],
-        ["float32 matmul 2048², torch (GFLOP/s, median)", peak.get("torch_gflops")],
+        ["JAX / backend / device", f"{info['jax']} / {info['backend']} / {info['device']}"],
+        [
+            "PyTorch (threads, device)",
+            f"{info['torch']} ({info['torch_threads']}, {info['torch_device']})",
+        ],
+    ]
+    size = common.peak_size()
+    rows += [
+        [f"float32 matmul {size}², jnp (GFLOP/s, median)", peak["jax_gflops"]],
+        [f"float32 matmul {size}², jnp (GFLOP/s, best)", peak["jax_best_gflops"]],
+        [f"float32 matmul {size}², torch (GFLOP/s, median)", peak.get("torch_gflops")],
     ]
     return common.Table("machine", "Machine", ["what", "value"], rows)
 
@@ -64,13 +71,29 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
     )
     parser.add_argument(
-        "--out", default=RESULTS, help="folder of cpu.md and cpu.json (default bench/results)"
+        "--out",
+        default=RESULTS,
+        help="folder of <backend>.md and <backend>.json (default bench/results)",
+    )
+    parser.add_argument(
+        "--ks",
+        default="",
+        help="population sizes of the sweep benchmark, e.g. 512,1024 (default: 1,8,32,128 on a "
+        "CPU, up to 1024 on an accelerator)",
     )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+    try:
+        ks = tuple(int(k) for k in args.ks.split(",") if k.strip())
+    except ValueError:
+        parser.error(f"--ks: expected comma-separated positive integers, got {args.ks!r}")
+    if any(k < 1 for k in ks):
+        parser.error(f"--ks: population sizes must be positive, got {args.ks!r}")
+    if ks and "sweep" not in names:
+        parser.error("--ks sets the sweep benchmark's population sizes: add sweep to --only")
 
     started = time.perf_counter()
     info = common.machine()
@@ -85,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"({name}: {BENCHMARKS[name]} not present, skipped)\n", flush=True)
             continue
         t0 = time.perf_counter()
-        for table in module.run(args.quick):
+        kwargs = {"ks": ks} if name == "sweep" and ks else {}
+        for table in module.run(args.quick, **kwargs):
             tables.append(table)
             print(table.markdown(), flush=True)
         seconds[name] = time.perf_counter() - t0
@@ -98,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(footer)
 
+    backend = info["backend"]
     suffix = "-quick" if args.quick else ""
+    title = f"# jaxdl benchmarks ({backend.upper()}, {info['device']})"
     report = "\n".join(
-        [f"# jaxdl benchmarks (CPU){' — quick' if args.quick else ''}", "", footer, ""]
+        [f"{title}{' — quick' if args.quick else ''}", "", footer, ""]
         + [t.markdown() for t in tables]
     )
     record = {
@@ -110,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "tables": {t.key: t.jsonable() for t in tables},
     }
-    if args.only:  # a partial run does not overwrite the full results
+    if args.only or ks:  # a partial run does not overwrite the full results
         suffix += "-" + "-".join(names)
+    if ks:
+        suffix += "-k" + "-".join(map(str, ks))
     os.makedirs(args.out, exist_ok=True)
-    write_atomic(os.path.join(args.out, f"cpu{suffix}.md"), report)
-    write_atomic(os.path.join(args.out, f"cpu{suffix}.json"), json.dumps(record, indent=1) + "\n")
-    print(f"wrote {os.path.join(args.out, f'cpu{suffix}.md')} and .json")
+    path = os.path.join(args.out, f"{backend}{suffix}")
+    write_atomic(path + ".md", report)
+    write_atomic(path + ".json", json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path}.md and .json")
     return 0
 
 
