@@ -38,11 +38,14 @@ order (`jaxdl.data.batching`); PyTorch draws them with ``torch.randint``. The ha
 ConvNet is what users write: ``lax.conv_general_dilated`` and ``lax.reduce_window`` max pooling
 (jaxdl's layers use what their ``impl="auto"`` picks on the backend, and a reshape-max pool).
 Under vmap that lax.conv becomes a grouped convolution and in a rolled scan it leaves XLA:CPU's
-fast path (bench/NOTES.md section 2), so the ConvNet's hand vmap(scan) is timed only at K = 1.
+fast path (bench/NOTES.md section 2), so on a CPU the ConvNet's hand vmap(scan) is timed only at
+K = 1 (`max_members`; on a GPU or TPU every implementation runs at every K).
 
-Step counts are small (chunks of 5 to 100 steps, fewer at larger K, `Spec.chunk_steps`) so that
-the benchmark takes minutes on 2 cores. jaxdl pays a fixed cost per chunk (a host round trip,
-drawing the chunk's batches), a larger share of a short chunk than of the default
+K is 1, 8, 32 and 128 on a CPU, up to 1024 on an accelerator (`population_sizes`; ``--ks`` sets
+it). On a CPU step counts are small (chunks of 5 to 100 steps, fewer at larger K,
+`Spec.chunk_steps`) so that the benchmark takes minutes on 2 cores; on an accelerator every
+chunk is `ACCELERATOR_CHUNK_STEPS` (100) steps. jaxdl pays a fixed cost per chunk (a host round
+trip, drawing the chunk's batches), a larger share of a short chunk than of the default
 ``chunk_steps=100``: the map column, whose work per seed·step does not depend on K, shows it.
 """
 

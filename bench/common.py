@@ -164,7 +164,8 @@ def best_ratio(a: Timing, b: Timing) -> float:
 
 
 def on_accelerator() -> bool:
-    """Whether JAX runs on a GPU or TPU: peers then run there too, and sweeps grow larger."""
+    """Whether JAX runs on a GPU or TPU: the peak matmul and the sweeps then grow larger (the
+    PyTorch peers follow JAX onto a GPU only: `torch_device`)."""
     return jax.default_backend() != "cpu"
 
 

@@ -1,5 +1,8 @@
 """Runs the benchmarks and writes their tables: ``python -m bench.run [--quick] [--only a,b]``,
-to ``bench/results/<backend>.md`` and ``.json`` (``cpu``, or ``gpu`` on a GPU machine).
+to ``bench/results/<backend>.md`` and ``.json`` (``cpu``, or ``gpu`` on a GPU machine);
+``--ks 512,1024`` sets the sweep's population sizes. A ``--quick``, ``--only`` or ``--ks`` run
+writes ``<backend>-quick``, ``-<names>``, ``-k<ks>`` files beside them instead
+(``gpu-sweep-k512-1024.md``), never over the full results.
 
 Each benchmark is a module exposing ``run(quick: bool) -> list[bench.common.Table]``, listed in
 `BENCHMARKS` by name. A listed module that is not there is skipped with a note, so adding a
@@ -66,7 +69,9 @@ def machine_table(info: dict, peak: dict) -> common.Table:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and configs (~1 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats and configs (about 3 minutes)"
+    )
     parser.add_argument(
         "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
     )

@@ -104,7 +104,7 @@ def is_main_process() -> bool:
 def global_array(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     """Global arrays laid out by ``sharding`` from values that every process holds in full.
 
-    Every process has loaded the whole data set (and computes the same keys and hyper-parameters),
+    Every process has loaded the whole data set (and computes the same seeds and hyper-parameters),
     so each leaf's local value *is* its global value: ``jax.make_array_from_process_local_data``
     with ``global_shape`` equal to the local shape copies to each local device just the slice
     ``sharding`` gives it. Works with one process too. PRNG key leaves are placed as their raw

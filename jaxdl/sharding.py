@@ -8,7 +8,7 @@ The layout, for a `jaxdl.train.build_program` given a mesh:
 * the batch of each step is split along ``data`` (``with_sharding_constraint`` right after the
   gather): each device computes the loss and gradients of its rows, and XLA all-reduces the
   gradients, so params and optimiser state stay replicated and identical;
-* in a population (a vmapped sweep), every per-member value (state, hparams, keys) is split along
+* in a population (a vmapped sweep), every per-member value (state, hparams, seeds) is split along
   ``members`` on its leading axis: each group of devices trains its own members;
 * metrics and evaluations come back replicated, so every process can read them.
 """
@@ -150,7 +150,7 @@ def shared_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def run_sharding(mesh: Mesh, *, population: bool) -> NamedSharding:
-    """Where per-run values (state, hparams, keys) go.
+    """Where per-run values (state, hparams, seeds) go.
 
     Args:
       mesh: from `make_mesh`.
@@ -218,7 +218,7 @@ def place_shared(tree: Any, mesh: Mesh) -> Any:
 
 
 def place_run(tree: Any, mesh: Mesh | None, *, population: bool) -> Any:
-    """Places per-run values (keys, hparams) where a program built on ``mesh`` expects them.
+    """Places per-run values (seeds, hparams) where a program built on ``mesh`` expects them.
 
     Args:
       tree: a pytree of arrays, identical on every process; ``[members, ...]`` leaves in a
