@@ -134,6 +134,9 @@ def fresh_env(cache_dir: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env.pop("JAXDL_CACHE_DIR", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    # On a GPU this process already holds JAX's preallocated 75 % of the memory; a child that
+    # tried to preallocate as much again would fail.
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     if cache_dir is None:
         env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     else:

@@ -843,7 +843,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="K in (1, 8), fewer repeats")
     parser.add_argument("--ks", default="", help="population sizes, e.g. 512,1024")
     args = parser.parse_args()
-    ks = tuple(int(k) for k in args.ks.split(",") if k.strip()) or None
+    try:
+        ks = common.parse_ks(args.ks) or None
+    except ValueError as error:
+        parser.error(f"--ks: {error}")
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
     for table in run(args.quick, ks):

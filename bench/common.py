@@ -263,6 +263,11 @@ def import_torch():
         import torch
     except ImportError:
         return None
+    if torch_device(torch) == "cuda":
+        # JAX's default float32 matmul precision on a GPU uses TF32 where the card has it;
+        # PyTorch's matmuls default to full float32 (its cuDNN convs already allow TF32), so
+        # without this the peers would compare different arithmetic.
+        torch.backends.cuda.matmul.allow_tf32 = True
     return torch
 
 
@@ -277,6 +282,21 @@ def torch_sync(torch) -> None:
     nothing on a CPU."""
     if torch_device(torch) == "cuda":
         torch.cuda.synchronize()
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """Population sizes from ``"512,1024"``: positive ints, duplicates dropped, in order.
+
+    Raises:
+      ValueError: an entry that is not a positive integer.
+    """
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated positive integers, got {text!r}") from None
+    if any(k < 1 for k in ks):
+        raise ValueError(f"population sizes must be positive, got {text!r}")
+    return tuple(dict.fromkeys(ks))
 
 
 # ----------------------------------------------------------------------------- tables
@@ -390,6 +410,7 @@ def machine() -> dict[str, Any]:
         "device": jax.devices()[0].device_kind,
         "torch": None if torch is None else torch.__version__,
         "torch_device": None if torch is None else torch_device(torch),
+        "torch_tf32_matmul": None if torch is None else torch.backends.cuda.matmul.allow_tf32,
         "torch_threads": None if torch is None else torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

@@ -55,7 +55,8 @@ def machine_table(info: dict, peak: dict) -> common.Table:
         ["JAX / backend / device", f"{info['jax']} / {info['backend']} / {info['device']}"],
         [
             "PyTorch (threads, device)",
-            f"{info['torch']} ({info['torch_threads']}, {info['torch_device']})",
+            f"{info['torch']} ({info['torch_threads']}, {info['torch_device']}"
+            + (", TF32 matmuls)" if info["torch_tf32_matmul"] else ")"),
         ],
     ]
     size = common.peak_size()
@@ -92,11 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
     try:
-        ks = tuple(int(k) for k in args.ks.split(",") if k.strip())
-    except ValueError:
-        parser.error(f"--ks: expected comma-separated positive integers, got {args.ks!r}")
-    if any(k < 1 for k in ks):
-        parser.error(f"--ks: population sizes must be positive, got {args.ks!r}")
+        ks = common.parse_ks(args.ks)
+    except ValueError as error:
+        parser.error(f"--ks: {error}")
     if ks and "sweep" not in names:
         parser.error("--ks sets the sweep benchmark's population sizes: add sweep to --only")
 

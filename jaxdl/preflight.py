@@ -146,7 +146,7 @@ def check_hparams(hparams: Hparams, *, skip: Sequence[str] = ()) -> None:
 
 def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
     """Raises a ValueError naming the axis unless every value of a hyper-parameter axis is within
-    `HPARAM_BOUNDS` and every value of a seed axis is an int.
+    `HPARAM_BOUNDS` and every value of a seed axis is an int that `jax.random.key` takes (64-bit).
 
     Args:
       axes: a sweep's ``{axis: values}``.
@@ -159,9 +159,14 @@ def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
             if name in HPARAM_BOUNDS:
                 _check_hparam(f"sweep axis {name!r}: each value", name, value)
             elif name in SEED_AXES and (
-                isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer)
+                isinstance(value, bool | np.bool_)
+                or not isinstance(value, int | np.integer)
+                or not -(2**63) <= int(value) < 2**63
             ):
-                raise ValueError(f"sweep axis {name!r}: each value must be an int, got {value!r}")
+                raise ValueError(
+                    f"sweep axis {name!r}: each value must be an int in [-2**63, 2**63), "
+                    f"got {value!r}"
+                )
 
 
 def check_data(data: Dataset | DeviceData) -> None:

@@ -92,18 +92,30 @@ def stack_history(chunks: list[dict], evals: list[dict]) -> History:
 
 
 def seed_array(seed: int | Sequence[int]) -> np.ndarray:
-    """Seeds as the ``uint32`` array a program's init takes: the low 32 bits of each, which is
-    what `jax.random.key` keeps of a Python int (``-1`` and ``2**32 - 1`` give the same key).
+    """Seeds as the array a program's init takes, each read as `jax.random.key` reads a Python
+    int: its low 32 bits (``-1`` and ``2**32 - 1`` give the same key), or with
+    ``jax_enable_x64`` all 64.
 
     Args:
-      seed: an int, or a sequence of ints (one per member).
+      seed: an int (a NumPy or 0-d array integer too), or a sequence or 1-D array of ints (one
+        per member); each in ``[-2**63, 2**63)``, as `jax.random.key` accepts.
 
     Returns:
-      ``uint32`` array of shape ``()`` or ``[members]``.
+      ``uint32`` (``int64`` with x64) array of shape ``()`` or ``[members]``.
+
+    Raises:
+      ValueError: a seed outside the 64-bit range.
     """
-    if isinstance(seed, Sequence | range | np.ndarray):
-        return np.asarray([int(s) % 2**32 for s in seed], dtype=np.uint32)
-    return np.asarray(int(seed) % 2**32, dtype=np.uint32)
+    scalar = np.ndim(seed) == 0
+    values = [int(s) for s in (np.ravel(seed) if scalar else seed)]
+    for value in values:
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"seed {value} does not fit in 64 bits ([-2**63, 2**63))")
+    if jax.config.jax_enable_x64:
+        seeds = np.asarray(values, dtype=np.int64)
+    else:
+        seeds = np.asarray([value % 2**32 for value in values], dtype=np.uint32)
+    return seeds.reshape(()) if scalar else seeds
 
 
 def seed_keys(init_seed: jax.Array, data_seed: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -112,8 +124,8 @@ def seed_keys(init_seed: jax.Array, data_seed: jax.Array) -> tuple[jax.Array, ja
     ``jax.random.split(jax.random.key(seed))``, as `jaxdl.fit` documents.
 
     Args:
-      init_seed: ``uint32`` shape ``()`` (see `seed_array`); may be traced.
-      data_seed: ``uint32`` shape ``()``; may be traced.
+      init_seed: from `seed_array`, shape ``()``; may be traced.
+      data_seed: from `seed_array`, shape ``()``; may be traced.
 
     Returns:
       Two typed keys, each of shape ``()``.

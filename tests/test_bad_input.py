@@ -344,7 +344,14 @@ SWEEP_CASES = {
         {"seed": [0, 1.5]},
         MLP,
         ValueError,
-        "sweep axis 'seed': each value must be an int, got 1.5",
+        "sweep axis 'seed': each value must be an int in [-2**63, 2**63), got 1.5",
+    ),
+    "seed-axis-beyond-64-bits": (
+        {"init_seed": [0, 2**64]},
+        MLP,
+        ValueError,
+        "sweep axis 'init_seed': each value must be an int in [-2**63, 2**63), "
+        "got 18446744073709551616",
     ),
     "group-with-too-few-outputs": (
         {"num_classes": [10, 5]},

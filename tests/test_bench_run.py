@@ -90,3 +90,10 @@ def test_ks_reach_the_sweep_benchmark_and_name_its_results(tiny_benchmark, monke
     assert bench_run.main(["--only", "sweep", "--ks", "512,1024", "--out", str(tmp_path)]) == 0
     assert tiny_benchmark == [(False, {"ks": (512, 1024)})]
     assert sorted(os.listdir(tmp_path)) == ["cpu-sweep-k512-1024.json", "cpu-sweep-k512-1024.md"]
+
+
+def test_population_sizes_parse_in_order_without_duplicates():
+    assert common.parse_ks("512, 1024,512") == (512, 1024)
+    assert common.parse_ks("") == ()
+    with pytest.raises(ValueError, match="must be positive"):
+        common.parse_ks("8,-3")

@@ -147,10 +147,33 @@ def test_seed_keys_are_the_halves_of_the_split_of_the_seeds_key(seed):
 
 def test_seed_array_keeps_the_low_32_bits_of_each_seed():
     assert train.seed_array(5).shape == ()
+    assert train.seed_array(np.array(5)).shape == ()  # a 0-d array, as np.load gives
     np.testing.assert_array_equal(
-        train.seed_array([0, -1, 2**32 + 3, 2**70 + 9]), np.array([0, 2**32 - 1, 3, 9], np.uint32)
+        train.seed_array([0, -1, 2**32 + 3, np.int64(2**40 + 9)]),
+        np.array([0, 2**32 - 1, 3, 9], np.uint32),
     )
     assert train.seed_array(range(3)).dtype == np.uint32
+    np.testing.assert_array_equal(train.seed_array(np.arange(3)), [0, 1, 2])
+
+
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, [0, 2**64]])
+def test_seed_array_refuses_seeds_jax_random_key_refuses(seed):
+    with pytest.raises(ValueError, match=r"does not fit in 64 bits"):
+        train.seed_array(seed)
+
+
+@pytest.mark.parametrize("seed", [-3, 2**32 + 3, 5])
+def test_seeds_keep_all_64_bits_under_x64_as_jax_random_key_does(seed):
+    with jax.enable_x64(True):
+        assert train.seed_array(seed).dtype == np.int64
+        init_key, data_key = jax.jit(train.seed_keys)(*run_seeds(seed))
+        expected_init, expected_data = run_keys(seed)
+        np.testing.assert_array_equal(
+            jax.random.key_data(init_key), jax.random.key_data(expected_init)
+        )
+        np.testing.assert_array_equal(
+            jax.random.key_data(data_key), jax.random.key_data(expected_data)
+        )
 
 
 def test_make_train_equals_fit_and_vmaps_over_keys(small):
