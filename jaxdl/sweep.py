@@ -25,7 +25,7 @@ from jaxdl import losses, sharding
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.dataset import Dataset
 from jaxdl.sweep_checkpoint import GroupCheckpoints, SweepCheckpointer, describe_sweep, run_unit
-from jaxdl.sweep_result import SEED_AXES, MemberRun, SweepResult
+from jaxdl.sweep_result import SEED_AXES, MemberRun, MemberStates, SweepResult
 from jaxdl.train import (
     ChunkCallback,
     History,
@@ -443,7 +443,8 @@ def sweep(
         checkpoints = SweepCheckpointer(checkpointer, description, resume=resume)
     elif resume:
         raise ValueError("sweep: resume=True needs a checkpointer to resume from")
-    states: list[Any] = [None] * len(members)
+    stacked: list[TrainState] = []  # each group's, [members in the group, ...] leaves
+    where: list[Any] = [None] * len(members)  # member -> (group, position in it)
     histories: list[Any] = [None] * len(members)
     strategies, seconds = [None] * len(members), [0.0] * len(members)
     for group_index, group in enumerate(groups):
@@ -466,14 +467,15 @@ def sweep(
             None if checkpoints is None else checkpoints.group(group_index),
         )
         share = (time.perf_counter() - started) / len(group.indices)
+        stacked.append(state)
         for j, i in enumerate(group.indices):
-            states[i] = _take(state, j)
+            where[i] = (group_index, j)
             histories[i] = jax.tree.map(lambda h, j=j: h[j], history)
             strategies[i], seconds[i] = used, share
     return SweepResult(
         members=members,
         axes={name: list(values) for name, values in axes.items()},
-        states=states,
+        states=MemberStates(stacked, where),
         member_histories=[History(h) for h in histories],
         config=config,
         hparams=hparams,

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from jaxdl.io import write_json_atomic
@@ -93,6 +94,37 @@ def render(rows: list[dict[str, Any]], format: str) -> str:
     return _markdown(rows) if format == "markdown" else _csv(rows)
 
 
+class MemberStates(Sequence):
+    """Each member's final `jaxdl.train.TrainState`, in population order: a read-only sequence
+    that slices a member out of its group's stacked state when it is read (splitting every
+    member out at the end of a sweep took 2.8 s for 1024 members on CPU: one eager slice per
+    leaf and member).
+
+    Args:
+      stacked: each group's stacked state (leaves ``[members in the group, ...]``).
+      where: for each member, ``(group, position in the group)``.
+    """
+
+    def __init__(self, stacked: Sequence[Any], where: Sequence[tuple[int, int]]):
+        self._stacked = list(stacked)
+        self._where = list(where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        group, position = self._where[index]
+        return jax.tree.map(lambda leaf: leaf[position], self._stacked[group])
+
+    def diverged_at(self) -> np.ndarray:
+        """Every member's ``diverged_at`` (-1 if never), ``[members]`` int64: one transfer per
+        group."""
+        groups = [np.asarray(jax.device_get(state.diverged_at)) for state in self._stacked]
+        return np.array([groups[g][j] for g, j in self._where], dtype=np.int64)
+
+
 @dataclasses.dataclass
 class SweepResult:
     """What a sweep returns: one entry per member, in population order.
@@ -100,7 +132,7 @@ class SweepResult:
     Attributes:
       members: each member's axis values, ``[{axis: value}]``.
       axes: the declared axes, ``{axis: [values]}``.
-      states: each member's final `jaxdl.train.TrainState`.
+      states: each member's final `jaxdl.train.TrainState` (a `MemberStates`, or a list).
       member_histories: each member's `jaxdl.train.History`.
       config: the shared `jaxdl.train.TrainConfig`.
       hparams: the `jaxdl.train.Hparams` for axes not swept.
@@ -110,7 +142,7 @@ class SweepResult:
 
     members: list[dict[str, Any]]
     axes: dict[str, list[Any]]
-    states: list[Any]
+    states: Sequence[Any]
     member_histories: list[dict[str, Any]]
     config: Any
     hparams: Any
@@ -133,6 +165,10 @@ class SweepResult:
     def rows(self) -> list[dict[str, Any]]:
         """One dict per member: axis values, final and best test accuracy, final loss,
         ``diverged_at_step`` (-1 if never), ``seconds`` (wall-time share) and ``strategy``."""
+        if isinstance(self.states, MemberStates):
+            diverged = self.states.diverged_at()
+        else:
+            diverged = [int(state.diverged_at) for state in self.states]
         rows = []
         for i, (member, history) in enumerate(
             zip(self.members, self.member_histories, strict=True)
@@ -146,7 +182,7 @@ class SweepResult:
                     "final_test_accuracy": float(test[-1]),
                     "best_test_accuracy": float(np.nanmax(test)),
                     "final_loss": float(loss[-1]),
-                    "diverged_at_step": int(self.states[i].diverged_at),
+                    "diverged_at_step": int(diverged[i]),
                     "seconds": round(float(self.seconds[i]), 3),
                     "strategy": self.strategies[i],
                 }

@@ -10,6 +10,7 @@ import csv
 import functools
 import importlib
 import io
+from typing import NamedTuple
 
 import chex
 import jax
@@ -19,7 +20,7 @@ import pytest
 
 import jaxdl
 from jaxdl.sweep import STRATEGIES, members_of
-from jaxdl.sweep_result import mean_std_ci
+from jaxdl.sweep_result import MemberStates, mean_std_ci
 from jaxdl.train import Hparams, TrainConfig
 
 sweep_module = importlib.import_module("jaxdl.sweep")  # `jaxdl.sweep` is the function
@@ -409,3 +410,25 @@ def test_padding_members_stay_out_of_on_chunk():
 def test_chunk_members_needs_the_chunked_strategy():
     with pytest.raises(ValueError, match='chunk_members=4 needs strategy="chunked", got .auto.'):
         jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, chunk_members=4)
+
+
+class StackedState(NamedTuple):
+    w: jax.Array  # [members, 3]
+    diverged_at: jax.Array  # [members]
+
+
+def test_member_states_slice_each_member_out_of_its_groups_stacked_state():
+    # two groups (2 and 3 members), members interleaved between them as shape axes order them
+    first = StackedState(jnp.arange(2.0)[:, None] * jnp.ones((2, 3)), jnp.array([-1, 4]))
+    second = StackedState(10 + jnp.arange(3.0)[:, None] * jnp.ones((3, 3)), jnp.array([7, -1, -1]))
+    states = MemberStates([first, second], [(0, 0), (1, 0), (0, 1), (1, 1), (1, 2)])
+    assert len(states) == 5
+    expected_w = [0.0, 10.0, 1.0, 11.0, 12.0]
+    for state, w in zip(states, expected_w, strict=True):  # iteration, as a list's
+        chex.assert_shape(state.w, (3,))
+        np.testing.assert_array_equal(state.w, np.full(3, w))
+    np.testing.assert_array_equal(states[-1].w, np.full(3, 12.0))
+    assert [float(state.w[0]) for state in states[1:4]] == expected_w[1:4]
+    np.testing.assert_array_equal(states.diverged_at(), [-1, 7, 4, -1, -1])
+    with pytest.raises(IndexError):
+        states[5]
