@@ -23,7 +23,7 @@ from jaxdl.data.validation import (
     validate,
     validate_on_device,
 )
-from jaxdl.step import Hparams, TrainConfig
+from jaxdl.step import SEED_RANGE, Hparams, TrainConfig
 from jaxdl.sweep_result import SEED_AXES
 from jaxdl.types import Layer
 
@@ -161,7 +161,7 @@ def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
             elif name in SEED_AXES and (
                 isinstance(value, bool | np.bool_)
                 or not isinstance(value, int | np.integer)
-                or not -(2**63) <= int(value) < 2**63
+                or int(value) not in SEED_RANGE
             ):
                 raise ValueError(
                     f"sweep axis {name!r}: each value must be an int in [-2**63, 2**63), "

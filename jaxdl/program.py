@@ -20,7 +20,15 @@ from jaxdl import losses, preflight, sharding
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData
 from jaxdl.evaluation import evaluate_test
-from jaxdl.step import Hparams, LossFn, TrainConfig, TrainState, init_state, make_chunk
+from jaxdl.step import (
+    SEED_RANGE,
+    Hparams,
+    LossFn,
+    TrainConfig,
+    TrainState,
+    init_state,
+    make_chunk,
+)
 from jaxdl.types import Layer
 
 # The init program runs once per run, so on XLA:CPU its backend optimisations cost more compile
@@ -109,7 +117,7 @@ def seed_array(seed: int | Sequence[int]) -> np.ndarray:
     scalar = np.ndim(seed) == 0
     values = [int(s) for s in (np.ravel(seed) if scalar else seed)]
     for value in values:
-        if not -(2**63) <= value < 2**63:
+        if value not in SEED_RANGE:
             raise ValueError(f"seed {value} does not fit in 64 bits ([-2**63, 2**63))")
     if jax.config.jax_enable_x64:
         seeds = np.asarray(values, dtype=np.int64)

@@ -26,6 +26,8 @@ from jaxdl.types import Layer
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
+SEED_RANGE = range(-(2**63), 2**63)  # the ints `jax.random.key` takes as a seed
+
 
 class Hparams(NamedTuple):
     """Hyper-parameters that may be traced (differ between the members of a sweep).

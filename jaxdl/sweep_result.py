@@ -132,7 +132,7 @@ class SweepResult:
     Attributes:
       members: each member's axis values, ``[{axis: value}]``.
       axes: the declared axes, ``{axis: [values]}``.
-      states: each member's final `jaxdl.train.TrainState` (a `MemberStates`, or a list).
+      states: each member's final `jaxdl.train.TrainState`, a `MemberStates`.
       member_histories: each member's `jaxdl.train.History`.
       config: the shared `jaxdl.train.TrainConfig`.
       hparams: the `jaxdl.train.Hparams` for axes not swept.
@@ -142,7 +142,7 @@ class SweepResult:
 
     members: list[dict[str, Any]]
     axes: dict[str, list[Any]]
-    states: Sequence[Any]
+    states: MemberStates
     member_histories: list[dict[str, Any]]
     config: Any
     hparams: Any
@@ -165,10 +165,7 @@ class SweepResult:
     def rows(self) -> list[dict[str, Any]]:
         """One dict per member: axis values, final and best test accuracy, final loss,
         ``diverged_at_step`` (-1 if never), ``seconds`` (wall-time share) and ``strategy``."""
-        if isinstance(self.states, MemberStates):
-            diverged = self.states.diverged_at()
-        else:
-            diverged = [int(state.diverged_at) for state in self.states]
+        diverged = self.states.diverged_at()
         rows = []
         for i, (member, history) in enumerate(
             zip(self.members, self.member_histories, strict=True)
