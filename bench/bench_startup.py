@@ -119,7 +119,8 @@ FIRST_STEP["jaxdl_program"] = (
     .replace(
         "state = jaxdl.init_state(model, config, hparams, xb, init_key=init_key, "
         "data_key=data_key)",
-        "program = jaxdl.train.build_program(model, config, xb[:1])\n"
+        "example = jaxdl.data.device.example_input(xb)\n"
+        "program = jaxdl.train.build_program(model, config, example)\n"
         "state = program.init(seeds, seeds, hparams)",
     )
 )
@@ -201,7 +202,7 @@ def run(quick: bool = False) -> list[Table]:
             with tempfile.TemporaryDirectory(prefix="jaxdl-bench-cache-") as cache_dir:
                 for kind in ("empty_cache", "cached"):
                     firsts[kind].append(
-                        run_script(FIRST_STEP["jaxdl"], cache_dir=cache_dir)["result"]
+                        run_script(FIRST_STEP["jaxdl_program"], cache_dir=cache_dir)["result"]
                     )
 
     ratios = [a / b for a, b in zip(imports["jaxdl"], imports["jax, optax"], strict=True)]
@@ -298,11 +299,12 @@ def run(quick: bool = False) -> list[Table]:
                 "JAX's first use of the CPU backend, paid by any JAX program. Jitted init: "
                 "the init program `fit` and `jaxdl train` run, `build_program(...).init`, one "
                 "program compiled without XLA's backend optimisations on CPU (it runs once).",
-                "Cache columns: the jaxdl script calling `jaxdl.enable_compilation_cache(dir)` "
-                "before the clock starts, as the `jaxdl` command does (every program saved, "
-                "however quick to compile). Empty: a fresh folder (the run compiles and writes "
-                "the cache); warm: the same script again on that folder, what a second "
-                "`jaxdl train` of the same model pays. Each repeat uses a new folder.",
+                "Cache columns: the jitted-init script (the programs `jaxdl train` runs) "
+                "calling `jaxdl.enable_compilation_cache(dir)` before the clock starts, as the "
+                "`jaxdl` command does (every program saved, however quick to compile). Empty: a "
+                "fresh folder (the run compiles and writes the cache); warm: the same script "
+                "again on that folder, what a second `jaxdl train` of the same model pays. "
+                "Each repeat uses a new folder.",
                 *torch_note,
             ],
         ),

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxdl.data.batching import steps_per_epoch
 from jaxdl.data.dataset import Dataset
-from jaxdl.data.device import DeviceData
+from jaxdl.data.device import DeviceData, example_input
 from jaxdl.data.validation import (
     check_same_features,
     label_range,
@@ -210,14 +210,13 @@ def check_model(model: Layer, data: Dataset | DeviceData) -> None:
       None. Raises a ValueError unless the output is ``[batch, num_classes]`` with
       ``num_classes`` above every label.
     """
-    x = data.x_train
-    example = jax.ShapeDtypeStruct((1, *x.shape[1:]), jax.dtypes.canonicalize_dtype(x.dtype))
+    example = example_input(data.x_train)
 
-    def logits_of(key, x):
-        params, state = model.init(key, x)
+    def logits_of(x):  # the key is made in the trace: an eager one would compile a program
+        params, state = model.init(jax.random.key(0), x)
         return model.apply(params, state, x)[0]
 
-    logits = jax.eval_shape(logits_of, jax.random.key(0), example)
+    logits = jax.eval_shape(logits_of, example)
     if len(logits.shape) != 2:
         raise ValueError(
             f"model output: expected logits [batch, num_classes], got shape {logits.shape} "

@@ -44,7 +44,15 @@ class Hparams(NamedTuple):
 
     def as_arrays(self) -> Hparams:
         """The same values as float32 arrays of shape ``()`` (or ``[members]``), for tracing."""
-        return Hparams(*(jnp.asarray(v, jnp.float32) for v in self))
+        return Hparams(*(_float32_array(v) for v in self))
+
+
+def _float32_array(value) -> jax.Array:
+    """``value`` as a float32 JAX array. Host values go through NumPy and `jax.device_put`:
+    ``jnp.asarray(0.001, jnp.float32)`` would compile a conversion program first."""
+    if isinstance(value, jax.Array):  # a device array or a tracer
+        return jnp.asarray(value, jnp.float32)
+    return jax.device_put(np.array(value, np.float32))  # a copy: the caller keeps its own
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 from jaxdl import losses, sharding
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.dataset import Dataset
+from jaxdl.data.device import example_input
 from jaxdl.sweep_checkpoint import GroupCheckpoints, SweepCheckpointer, describe_sweep, run_unit
 from jaxdl.sweep_result import SEED_AXES, MemberRun, MemberStates, SweepResult
 from jaxdl.train import (
@@ -241,7 +242,7 @@ def _run_population(
 ) -> tuple[TrainState, Any, str]:
     """Trains one group; returns the stacked final states, the stacked histories, the strategy.
     With ``checkpoints``, each chunk of members (each member under "map") is checkpointed."""
-    example = data.x_train[:1]
+    example = example_input(data.x_train)
     seeds = [_member_seeds(m) for m in members]
     hparams = [_member_hparams(m, base) for m in members]
     unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members

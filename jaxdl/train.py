@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from jaxdl import losses, sharding
 from jaxdl.data.dataset import Dataset
-from jaxdl.data.device import DeviceData, to_device
+from jaxdl.data.device import DeviceData, example_input, to_device
 from jaxdl.evaluation import evaluate, evaluate_test
 from jaxdl.program import (
     ChunkCallback,
@@ -121,7 +121,8 @@ def fit(
     """
     check_fits(config, data, model, hparams)  # before anything compiles
     device_data = to_device(data, mesh)
-    program = build_program(model, config, device_data.x_train[:1], loss_fn=loss_fn, mesh=mesh)
+    example = example_input(device_data.x_train)
+    program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)
     seeds, hparams = sharding.place_run(
         (seed_array(seed), hparams.as_arrays()), mesh, population=False
     )
@@ -178,7 +179,7 @@ def make_train(
         )
     check_fits(config, data, model)  # hparams come with each call, usually traced
     chunk = make_chunk(model, config, config.chunk_steps, loss_fn)
-    example = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
+    example = example_input(data.x_train)
 
     def train(key, hparams: Hparams):
         init_key, data_key = jax.random.split(key)

@@ -93,6 +93,39 @@ def test_step_traces_once_and_uses_the_traced_lr(small):
     assert float(moved_large / moved_small) == pytest.approx(100.0, rel=1e-3)
 
 
+def test_fit_compiles_only_its_programs_and_the_data_upload(small, caplog):
+    """Every eager op before a run's programs compiles a program of its own (tens of ms each on
+    a cold start): a fresh model's ``fit`` compiles init, chunk and evaluation, and the copies
+    of the data to the device (jnp.asarray), nothing else."""
+    data = small.subset(200, 50)  # shapes no other test compiled for
+    config = TrainConfig(steps=10, batch_size=16, chunk_steps=10, eval_every=10)
+    with jax.log_compiles(), caplog.at_level("WARNING"):
+        jaxdl.fit(jaxdl.mlp(hidden=(7,)), data, config, Hparams(lr=2e-3))
+    compiled = {
+        r.getMessage().split("jit(")[1].split(")")[0]
+        for r in caplog.records
+        if r.getMessage().startswith("Compiling jit(")
+    }
+    assert compiled - {"stage"} == {"init", "chunk", "test_metrics"}, compiled
+
+
+def test_as_arrays_gives_float32_copies_and_passes_traced_values_through():
+    lr = np.array([1e-3, 1e-2])  # float64, as users write them
+    hp = Hparams(lr=lr, weight_decay=0, init_scale=np.float32(2)).as_arrays()
+    lr[0] = 5.0  # the arrays are copies: changing the caller's array changes nothing
+    chex.assert_trees_all_equal(
+        hp, Hparams(*map(jnp.asarray, ([1e-3, 1e-2], 0.0, 2.0))), strict=False
+    )
+    assert all(v.dtype == jnp.float32 for v in hp)
+    traced = jax.jit(lambda h: h.as_arrays())(Hparams(lr=jnp.asarray(3, jnp.int32)))
+    assert traced.lr.dtype == jnp.float32 and float(traced.lr) == 3.0
+
+
+def test_example_input_is_one_example_in_jax_dtype():
+    example = jaxdl.data.device.example_input(np.zeros((5, 8, 8, 1), np.float64))
+    assert example.shape == (1, 8, 8, 1) and example.dtype == jnp.float32
+
+
 # ----------------------------------------------------------------------------- learning
 
 

@@ -28,6 +28,13 @@ class DeviceData(NamedTuple):
     y_test: jax.Array
 
 
+def example_input(x) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of one example of ``x`` (``[N, ...features]``), batched:
+    ``[1, ...features]`` in JAX's dtype for it, what a model's ``init`` reads. Slicing a device
+    array (``x[:1]``) instead would compile a program before the run's own."""
+    return jax.ShapeDtypeStruct((1, *x.shape[1:]), jax.dtypes.canonicalize_dtype(x.dtype))
+
+
 def to_device(data: Dataset, mesh: Mesh | None = None) -> DeviceData:
     """Moves a `Dataset`'s arrays to the default device, or replicates them over a mesh.
 
