@@ -222,11 +222,22 @@ def test_pool_shape_formula(data, ndim, kind, default_stride):
         kind, tuple(window), stride=None if default_stride else tuple(stride), padding=padding
     )
     x = jnp.ones((2, *sizes, 3))
+    if padding == 1 and min(window) == 1:  # a window of padding only: refused
+        with pytest.raises(LayerError, match="must be smaller than the window"):
+            jax.eval_shape(functools.partial(layer.apply, {}, {}), x)
+        return
     if min(expected) < 1:
         with pytest.raises(LayerError, match="is larger than the input's spatial shape"):
             jax.eval_shape(functools.partial(layer.apply, {}, {}), x)
         return
     assert_shapes_agree(layer, x, (2, *expected, 3), concrete=False)
+
+
+def test_flatten_keeps_an_empty_batch():
+    y, _ = jaxdl.flatten.apply({}, {}, jnp.zeros((0, 3, 4)))
+    chex.assert_shape(y, (0, 12))
+    y, _ = jaxdl.flatten.apply({}, {}, jnp.zeros((2, 0, 4)))
+    chex.assert_shape(y, (2, 0))
 
 
 # ----------------------------------------------------------------------------- gradient check
@@ -618,6 +629,18 @@ def test_pool_fast_path_matches_reduce_window(data, ndim, kind, explicit_stride)
     np.testing.assert_allclose(grad, jax.jit(jax.grad(reference_sum))(x), rtol=1e-5, atol=1e-6)
 
 
+def test_max_pool_of_integers_matches_reduce_window():
+    """Padded and overlapping windows on an integer input (which has no -inf to pad with)."""
+    x = jnp.asarray(np.random.default_rng(0).integers(-50, 50, (2, 5, 6, 3)), jnp.int32)
+    for stride, padding in [((1, 2), "SAME"), ((2, 1), 1), ((1, 1), "VALID")]:
+        y, _ = jaxdl.max_pool((2, 3), stride=stride, padding=padding).apply({}, {}, x)
+        pads = padding if isinstance(padding, str) else [(0, 0), (1, 1), (1, 1), (0, 0)]
+        lowest = np.array(np.iinfo(np.int32).min, np.int32)
+        expected = lax.reduce_window(x, lowest, lax.max, (1, 2, 3, 1), (1, *stride, 1), pads)
+        assert y.dtype == jnp.int32
+        np.testing.assert_array_equal(y, expected)
+
+
 ZERO_PADDINGS = {
     "int_0": ((2, 2), 0, (2, 9, 8, 3)),
     "pairs_0": ((2, 3), [(0, 0), (0, 0)], (2, 8, 9, 3)),
@@ -689,6 +712,16 @@ def test_dropout_masks_depend_only_on_the_key():
     y2, _ = layer.apply({}, {}, x, key=jax.random.key(2), train=True)
     np.testing.assert_array_equal(y1, y1_again)
     assert not np.array_equal(y1 == 0, y2 == 0)
+
+
+def test_dropout_accepts_numpy_scalar_rates():
+    x = 1.0 + normal((100, 100), seed=0) ** 2  # no zeros of its own
+    for rate in (np.float32(0.25), np.float64(0.25)):
+        y, _ = jaxdl.dropout(rate).apply({}, {}, x, key=jax.random.key(3), train=True)
+        assert abs(float(jnp.mean(y == 0)) - 0.25) <= binomial_bound(x.size, 0.25)
+        np.testing.assert_allclose(y[y != 0], x[y != 0] / 0.75, rtol=1e-6)
+    with pytest.raises(LayerError, match=message("must be in [0, 1), got False")):
+        jaxdl.dropout(False)
 
 
 def test_dropout_rate_zero_keeps_everything_in_training():
@@ -905,6 +938,69 @@ def test_conv_padding_error():
         jaxdl.conv2d(3, 3, padding="FULL").init(KEY, jnp.zeros((1, 5, 5, 1)))
     with pytest.raises(LayerError, match=message("conv: padding needs 2 (low, high) pairs")):
         jaxdl.conv2d(3, 3, padding=[(1, 1)]).init(KEY, jnp.zeros((1, 5, 5, 1)))
+
+
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (
+            lambda: Z.conv2d(3, 3, padding=-1),
+            "conv: padding must be a non-negative int, got -1",
+        ),
+        (
+            lambda: Z.conv2d(3, 3, padding=[(1.5, 1), (1, 1)]),
+            "conv: padding pairs must hold non-negative ints (zeros added), got [(1.5, 1), (1, 1)]",
+        ),
+        (
+            lambda: Z.conv2d(3, 3, padding=[(0, -1), (2, 0)], impl="im2col"),
+            "conv: padding pairs must hold non-negative ints (zeros added), got [(0, -1), (2, 0)]",
+        ),
+        (
+            lambda: Z.conv2d(3, 3, padding=1.0),
+            "conv: padding needs 2 (low, high) pairs, got 1.0",
+        ),
+        (
+            lambda: jaxdl.max_pool(2, stride=1, padding=-1),
+            "max_pool: padding must be a non-negative int, got -1",
+        ),
+    ],
+    ids=["conv_negative_int", "conv_float_pair", "conv_negative_pair", "conv_float", "pool"],
+)
+def test_padding_must_count_zeros(build, expected):
+    """Padding is a number of zeros: a float was truncated by ``"canonical"`` and refused by
+    ``"xla"``; a negative count cropped in ``"xla"`` and crashed ``"im2col"``."""
+    layer = build()
+    with pytest.raises(LayerError, match=message(expected)):
+        layer.apply(*layer.init(KEY, jnp.zeros((1, 6, 6, 1))), jnp.zeros((1, 6, 6, 1)))
+
+
+def test_numpy_int_padding_equals_python_int_padding():
+    x = normal((1, 6, 6, 2))
+    layer, same = Z.conv2d(3, 3, padding=np.int64(2)), Z.conv2d(3, 3, padding=2)
+    params = perturbed(layer.init(KEY, x)[0], seed=1)
+    np.testing.assert_array_equal(layer.apply(params, {}, x)[0], same.apply(params, {}, x)[0])
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [
+        (
+            jaxdl.max_pool(2, stride=2, padding=2),
+            "max_pool: padding 2 must be smaller than the window (2, 2) on every side, "
+            "got input shape (1, 4, 4, 1)",
+        ),
+        (
+            jaxdl.avg_pool(3, stride=1, padding=[(0, 0), (3, 1)]),
+            "avg_pool: padding [(0, 0), (3, 1)] must be smaller than the window (3, 3) on every "
+            "side, got input shape (1, 4, 4, 1)",
+        ),
+    ],
+    ids=["max", "avg"],
+)
+def test_pool_padding_of_a_whole_window_is_refused(layer, expected):
+    """Such padding makes windows of padding only, whose max was -inf and whose mean was NaN."""
+    with pytest.raises(LayerError, match=message(expected)):
+        layer.apply({}, {}, jnp.ones((1, 4, 4, 1)))
 
 
 def test_dropout_in_training_needs_a_key():

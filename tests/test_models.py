@@ -91,6 +91,12 @@ def test_serial_rejects_non_layers():
         jaxdl.serial(("a", jaxdl.dense(2), "extra"))
 
 
+def test_serial_rejects_names_that_are_not_strings():
+    # an int name used to be accepted and broke jax's sorting of the params dict's keys later
+    with pytest.raises(TypeError, match=r"serial: a layer's name must be a str, got 1 in \(1, "):
+        jaxdl.serial((1, jaxdl.dense(3)), jaxdl.dense(2))
+
+
 def test_nested_serial_params_nest():
     block = jaxdl.serial(jaxdl.dense(3, w_init="zeros"), jaxdl.relu)
     model = jaxdl.serial(("block1", block), ("block2", block), jaxdl.dense(1, w_init="zeros"))
@@ -356,6 +362,15 @@ def test_serial_outputs_match_apply_and_name_every_layer():
     assert list(outputs) == ["flatten", "dense1", "act1", "dense2", "act2", "dense3"]
     np.testing.assert_array_equal(outputs["dense3"], model.apply(params, state, x)[0])
     np.testing.assert_allclose(outputs["act1"], jnp.tanh(outputs["dense1"]), rtol=1e-6)
+
+
+def test_serial_outputs_name_the_failing_layer():
+    entries = [("hidden", jaxdl.dense(3, w_init="zeros")), ("out", jaxdl.dense(2, w_init="zeros"))]
+    params, state = jaxdl.serial(*entries).init(KEY, jnp.zeros((1, 4)))
+    with pytest.raises(
+        jaxdl.LayerError, match=r"dense 'hidden': expected input \[batch, \.\.\., 4\], got shape"
+    ):
+        jaxdl.serial_outputs(entries, params, state, jnp.zeros((1, 5)))
 
 
 def test_convnet_entries_rebuild_convnet_and_name_every_layer():

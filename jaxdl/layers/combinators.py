@@ -21,6 +21,9 @@ def _named(entries) -> list[tuple[str, Layer]]:
             name, layer = None, None
         if not isinstance(layer, Layer):
             raise TypeError(f"serial: expected a Layer or a (name, Layer) pair, got {entry!r}")
+        # Names key the params dict: a non-string key breaks jax's sorting of dict keys later.
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"serial: a layer's name must be a str, got {name!r} in {entry!r}")
         counts[layer.kind] = counts.get(layer.kind, 0) + 1
         named.append((name or f"{layer.kind}{counts[layer.kind]}", layer))
     names = [name for name, _ in named]
@@ -28,6 +31,14 @@ def _named(entries) -> list[tuple[str, Layer]]:
     if repeated:
         raise ValueError(f"serial: layer names must be unique, repeated: {repeated} in {names}")
     return named
+
+
+def _located(name, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, a `LayerError` from it located under the layer ``name``."""
+    try:
+        return fn(*args, **kwargs)
+    except LayerError as error:
+        raise error.within(name) from None
 
 
 def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
@@ -48,20 +59,14 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
     """
     named = _named(layers)
 
-    def located(name, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except LayerError as error:
-            raise error.within(name) from None
-
     def init(key, x):
         params, state = {}, {}
         keys = jax.random.split(key, len(named))
         for (name, layer), layer_key in zip(named, keys, strict=True):
-            p, s = located(name, layer.init, layer_key, x)
+            p, s = _located(name, layer.init, layer_key, x)
             # The next layer's example input (shape and dtype only). Located too: layers without
             # params (pooling, flatten) first check their input here, in apply.
-            x, _ = located(
+            x, _ = _located(
                 name, jax.eval_shape, lambda p, s, x, layer=layer: layer.apply(p, s, x), p, s, x
             )
             if p:
@@ -74,7 +79,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
         new_state = {}
         for (name, layer), layer_key in zip(named, keys, strict=True):
-            x, s = located(
+            x, s = _located(
                 name,
                 layer.apply,
                 params.get(name, {}),
@@ -108,6 +113,14 @@ def serial_outputs(entries, params, state, x, *, key=None, train=False) -> dict[
     keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
     outputs = {}
     for (name, layer), layer_key in zip(named, keys, strict=True):
-        x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x, key=layer_key, train=train)
+        x, _ = _located(
+            name,
+            layer.apply,
+            params.get(name, {}),
+            state.get(name, {}),
+            x,
+            key=layer_key,
+            train=train,
+        )
         outputs[name] = x
     return outputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -29,12 +30,23 @@ def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple
                 kind, f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}"
             )
         return padding.upper()
-    if isinstance(padding, int):
-        return [(padding, padding)] * ndim
-    pairs = [tuple(p) for p in padding]
+    if isinstance(padding, numbers.Integral):
+        if padding < 0:
+            raise LayerError(kind, f"padding must be a non-negative int, got {padding!r}")
+        return [(int(padding), int(padding))] * ndim
+    try:
+        pairs = [tuple(p) for p in padding]
+    except TypeError:
+        pairs = []  # not a sequence of pairs (a float, say): the error below
     if len(pairs) != ndim or any(len(p) != 2 for p in pairs):
         raise LayerError(kind, f"padding needs {ndim} (low, high) pairs, got {padding!r}")
-    return pairs
+    # Counts of zeros: a float would be truncated by one implementation and refused by another,
+    # a negative count crops (and breaks im2col).
+    if any(not isinstance(v, numbers.Integral) or v < 0 for p in pairs for v in p):
+        raise LayerError(
+            kind, f"padding pairs must hold non-negative ints (zeros added), got {padding!r}"
+        )
+    return [(int(lo), int(hi)) for lo, hi in pairs]
 
 
 def resolve_impl(impl: str, ndim: int, spatial=None, window=None) -> str:

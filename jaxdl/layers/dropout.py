@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 
@@ -20,10 +22,12 @@ def dropout(rate: float) -> Layer:
       A parameter-free `Layer` mapping ``[batch, ...]`` to the same shape. In training its
       ``apply`` needs ``key``.
     """
-    if not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+    # numbers.Real: also NumPy scalars (a rate from a np.linspace grid); not bool.
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
         raise LayerError(
             "dropout", f"rate (fraction of units zeroed) must be in [0, 1), got {rate!r}"
         )
+    rate = float(rate)
 
     def init(key, x):
         return {}, {}

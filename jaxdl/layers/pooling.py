@@ -39,6 +39,14 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
         win = per_axis(window, n, kind, "window")
         strides = win if stride is None else per_axis(stride, n, kind, "stride")
         pads = explicit_padding(padding, n, kind)
+        # A side padded by a whole window or more has windows of padding only: their max would
+        # be -inf and their mean 0 / 0. ("SAME" pads at most window - 1 in all.)
+        if not isinstance(pads, str) and any(max(p) >= w for p, w in zip(pads, win, strict=True)):
+            raise LayerError(
+                kind,
+                f"padding {padding!r} must be smaller than the window {win} on every side, "
+                f"got input shape {x.shape}",
+            )
         check_fits(kind, x.shape, win, (1,) * n, pads)
         return n, win, strides, _zero_padding_as_valid(pads, x.shape[1:-1], win, strides)
 
@@ -65,7 +73,10 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
 
 
 def _max_window(x, window, strides, padding):
-    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, padding)
+    # The identity of max: -inf, or the smallest integer (an int has no -inf).
+    floating = jnp.issubdtype(x.dtype, jnp.floating)
+    lowest = np.array(-np.inf if floating else np.iinfo(x.dtype).min, x.dtype)
+    return lax.reduce_window(x, lowest, lax.max, window, strides, padding)
 
 
 def _avg_window(x, window, strides, padding):

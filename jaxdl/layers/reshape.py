@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from jaxdl.types import Layer, LayerError
 
 
@@ -12,7 +14,8 @@ def _flatten_init(key, x):
 def _flatten_apply(params, state, x, *, key=None, train=False):
     if x.ndim < 2:
         raise LayerError("flatten", f"expected input [batch, ...features], got shape {x.shape}")
-    return x.reshape(x.shape[0], -1), state  # [B, prod(features)]
+    # The size, not -1: a reshape cannot infer -1 for an empty batch.
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])), state  # [B, prod(features)]
 
 
 flatten = Layer(_flatten_init, _flatten_apply, "flatten")
