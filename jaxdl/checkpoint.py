@@ -86,7 +86,13 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, *, every: int = 500, keep: int = 3):
         import orbax.checkpoint as ocp  # heavy: imported only when checkpointing
 
+        for field, value in (("every", every), ("keep", keep)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CheckpointError(
+                    f"Checkpointer {field} must be a positive int, got {value!r} ({directory})"
+                )
         self._ocp = ocp
+        self._written: set[int] = set()  # steps this Checkpointer saved
         self.directory = os.path.abspath(directory)
         self.every = every
         self.keep = keep
@@ -117,8 +123,11 @@ class Checkpointer:
         path = os.path.join(self.directory, CONFIG_FILE)
         if not os.path.exists(path):
             raise CheckpointError(f"checkpoint folder {self.directory} has no {CONFIG_FILE}")
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as error:
+                raise CheckpointError(f"{path}: not valid JSON ({error})") from error
 
     def due(self, step: int, *, force: bool = False) -> bool:
         """Whether `save` at ``step`` would be due: ``force``, or ``step`` a multiple of ``every``.
@@ -145,12 +154,16 @@ class Checkpointer:
         """
         if not self.due(step, force=force):
             return False
-        if step in self._manager.all_steps():
+        if step in self._written:
             return False
+        if step in self._manager.all_steps():
+            self._manager.delete(step)
         saved = self._manager.save(
             step, args=self._ocp.args.StandardSave(_to_saveable(state)), force=True
         )
         self._manager.wait_until_finished()
+        if saved:
+            self._written.add(step)
         return saved
 
     def steps(self) -> list[int]:
@@ -172,9 +185,14 @@ class Checkpointer:
         Returns:
           ``(step, state)``.
         """
-        steps = self.steps() if step is None else [step]
-        if not steps:
+        saved = self.steps()
+        if not saved:
             raise CheckpointError(f"no checkpoints in {self.directory}")
+        if step is not None and step not in saved:
+            raise CheckpointError(
+                f"no checkpoint of step {step} in {self.directory}, the saved steps are {saved}"
+            )
+        steps = saved if step is None else [step]
         expected = _to_saveable(template)
         expected_shapes = _leaf_shapes(expected)
         for candidate in reversed(steps):

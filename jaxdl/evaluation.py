@@ -38,6 +38,8 @@ def evaluate(
       ``{"loss": (), "accuracy": ()}`` averaged over the ``N`` examples.
     """
     n = x.shape[0]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be a positive int, got {batch_size!r}")
     batch_size = min(batch_size, n)
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
@@ -52,8 +54,8 @@ def evaluate(
         logits, _ = model.apply(params, model_state, xi)
         per_example = jax.vmap(loss_fn)(logits[:, None], yi[:, None])  # [B]
         correct = (jnp.argmax(logits, axis=-1) == yi).astype(jnp.float32)
-        weights = mi.astype(jnp.float32)
-        return jnp.sum(per_example * weights), jnp.sum(correct * weights)
+        # where, not a multiply by the mask: a padding row's NaN loss times 0 would be NaN
+        return jnp.sum(jnp.where(mi, per_example, 0.0)), jnp.sum(jnp.where(mi, correct, 0.0))
 
     loss_sums, correct_sums = lax.map(batch_sums, (xb, yb, mask))
     return {"loss": jnp.sum(loss_sums) / n, "accuracy": jnp.sum(correct_sums) / n}

@@ -138,11 +138,22 @@ def append_jsonl(path: PathLike, row: Mapping[str, Any], *, after_step: str | No
     if old and not old.endswith(b"\n"):
         old += b"\n"
     if after_step is not None and old:
-        kept = [
-            line
-            for line in old.splitlines(keepends=True)
-            if line.strip() and json.loads(line).get(after_step, -1) < row[after_step]
-        ]
+        kept = []
+        for number, line in enumerate(old.splitlines(keepends=True), start=1):
+            if not line.strip():
+                continue
+            try:
+                logged = json.loads(line)
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                logged = None
+            value = logged.get(after_step, -1) if isinstance(logged, dict) else None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(
+                    f"{os.fspath(path)}: line {number} is not a JSON object with a numeric "
+                    f"{after_step!r}: {line[:80]!r}"
+                )
+            if value < row[after_step]:
+                kept.append(line)
         old = b"".join(kept)
     line = json.dumps(to_jsonable(row), allow_nan=False) + "\n"
     write_atomic(path, old + line.encode("utf-8"))

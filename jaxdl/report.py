@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import distributed, sharding
-from jaxdl.checkpoint import Checkpointer
+from jaxdl.checkpoint import Checkpointer, CheckpointError
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
@@ -231,7 +231,9 @@ def train_and_evaluate(
       data: the data set if already loaded (``load_data(cfg.data)``); ``None`` loads it.
       on_chunk: also called after every chunk, after the row is written (progress bars).
       resume: continue from the newest valid checkpoint in ``<out>/checkpoints`` (bit-identical
-        to an uninterrupted run); metrics rows past it are replaced.
+        to an uninterrupted run); metrics rows past it are replaced, and the results and curves
+        cover the whole run (the rows before it read back from ``metrics.jsonl``). Without it,
+        a folder that already holds checkpoints is refused (`CheckpointError`).
       mesh: a `jaxdl.sharding.make_mesh` mesh for data-parallel training; with several processes
         only process 0 writes the folder's files (every process takes part in checkpoints).
 
@@ -248,6 +250,12 @@ def train_and_evaluate(
     out_dir = cfg.out if cfg.out is not None else default_out_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)  # config.json names its own folder
 
+    saved = _saved_steps(checkpoint_dir(out_dir))
+    if saved and not resume:  # its checkpoints would outlive this run's, under its config
+        raise CheckpointError(
+            f"{out_dir} holds checkpoints of an earlier run (steps {saved}): resume it "
+            f"(resume=True, jaxdl train --resume {out_dir}) or choose a new output folder"
+        )
     main_process = distributed.is_main_process()
     writer = RunWriter(out_dir, cfg) if main_process else None
     try:
@@ -276,6 +284,8 @@ def train_and_evaluate(
             mesh=mesh,
         )
         wall_s = time.perf_counter() - started
+        if resume and writer is not None:  # fit's history starts at the restored checkpoint
+            history = _with_logged_past(history, writer.path("metrics.jsonl"))
         num_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
         results = summarize(
             history,
@@ -291,6 +301,48 @@ def train_and_evaluate(
         if writer is not None:
             writer.close()
     return RunOutcome(state, history, results, out_dir)
+
+
+def _saved_steps(directory: str) -> list[int]:
+    """The step folders in a checkpoint folder (none if it does not exist)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def _with_logged_past(history: History, metrics_path: str) -> History:
+    """A resumed run's ``history`` with the chunks before it prepended from ``metrics.jsonl``.
+
+    The rows before the first resumed step were logged by the interrupted run (the resumed one
+    replaced the rest), so the results and curves cover the whole run, as an unbroken run's do.
+    The rows hold no test loss: the logged evaluations' ``test_loss`` is NaN.
+    """
+    if not os.path.exists(metrics_path):
+        return history
+    first = int(history["step"][0]) if len(history.get("step", ())) else None
+    with open(metrics_path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    past = [row for row in rows if first is None or row["step"] < first]
+    evals = [row for row in past if "test_accuracy" in row]
+
+    def column(records, key):  # null (a non-finite value) reads back as NaN
+        values = [np.nan if row.get(key) is None else row[key] for row in records]
+        return np.asarray(values, np.float64)
+
+    whole = History(history)
+    logged = {
+        "step": np.asarray([row["step"] for row in past], np.int64),
+        "loss": column(past, "loss"),
+        "train_accuracy": column(past, "train_accuracy"),
+        "eval_step": np.asarray([row["step"] for row in evals], np.int64),
+        "test_loss": column(evals, "test_loss"),
+        "test_accuracy": column(evals, "test_accuracy"),
+    }
+    for key, value in logged.items():
+        resumed = np.asarray(history.get(key, ()), value.dtype)
+        whole[key] = np.concatenate([value, resumed])
+    whole.timings = getattr(history, "timings", {})
+    return whole
 
 
 class RestoredRun(NamedTuple):

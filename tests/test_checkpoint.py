@@ -109,3 +109,50 @@ def test_no_checkpoints_is_an_error(data, tmp_path):
     )
     with pytest.raises(CheckpointError, match="no checkpoints in"):
         Checkpointer(tmp_path).restore(state)
+
+
+def damage(directory, step):
+    """Truncates every file of a saved step, as a disk error would."""
+    for path in glob.glob(f"{directory}/{step}/**/*", recursive=True):
+        if os.path.isfile(path) and os.path.getsize(path) > 16:
+            with open(path, "r+b") as f:
+                f.truncate(8)
+
+
+def test_restore_of_a_step_never_saved_lists_the_saved_ones(data, tmp_path):
+    state, _ = fit(
+        jaxdl.mlp(hidden=(8,)), data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20)
+    )
+    pattern = rf"^no checkpoint of step 7 in {tmp_path}, the saved steps are \[20, 40, 60\]$"
+    with pytest.raises(CheckpointError, match=pattern):  # not "damaged and was skipped"
+        Checkpointer(tmp_path).restore(state, step=7)
+
+
+def test_resume_replaces_the_damaged_checkpoint_it_fell_back_from(data, tmp_path):
+    model = jaxdl.mlp(hidden=(8,))
+    state, _ = fit(model, data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20, keep=3))
+    damage(tmp_path, 60)
+    with pytest.warns(RuntimeWarning, match=r"checkpoint .*60 is damaged and was skipped"):
+        resumed, _ = fit(
+            model, data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20), resume=True
+        )
+    step, restored = Checkpointer(tmp_path).restore(state)  # no warning: 60 was saved anew
+    assert step == 60
+    assert_params_equal(restored.params, state.params)
+    assert_params_equal(resumed.params, state.params)
+
+
+@pytest.mark.parametrize("field", ["every", "keep"])
+@pytest.mark.parametrize("value", [0, -1, 2.0, True])
+def test_checkpointer_refuses_a_bad_every_or_keep(tmp_path, field, value):
+    with pytest.raises(
+        CheckpointError, match=rf"^Checkpointer {field} must be a positive int, got {value!r} "
+    ):
+        Checkpointer(tmp_path, **{field: value})
+
+
+def test_unreadable_config_names_the_file(tmp_path):
+    Checkpointer(tmp_path).save_config({"lr": 0.1})
+    (tmp_path / "config.json").write_text('{"lr": ')
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path}/config.json: not valid JSON \("):
+        Checkpointer(tmp_path).load_config()

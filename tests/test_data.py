@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jaxdl
 from jaxdl import data
 from jaxdl.data import DataError
 from jaxdl.data import builtin as data_builtin
@@ -459,3 +460,120 @@ def test_same_key_same_indices_other_key_other_indices():
 def test_chunk_needs_a_positive_num_steps():
     with pytest.raises(DataError, match=r"num_steps must be a positive static int, got 0"):
         data.chunk_indices(jax.random.key(0), 0, 0, 23, 5)
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def test_read_idx_with_huge_dimensions_reports_the_true_size(tmp_path):
+    path = tmp_path / "huge"
+    path.write_bytes(bytes([0, 0, 0x08, 2]) + np.array([2**32 - 1] * 2, ">u4").tobytes())
+    expected = 12 + (2**32 - 1) ** 2  # np.prod of the sizes overflowed int64 to a negative count
+    with pytest.raises(DataError, match=rf"truncated IDX file: expected {expected} bytes"):
+        data.read_idx(path)
+
+
+def test_mnist_refuses_images_that_are_not_bytes(tmp_path):
+    write_mnist_dir(tmp_path, gz=False)
+    images = np.full((20, 28, 28), 0.5, ">f4")  # type code 0x0D: dividing by 255 is wrong
+    header = bytes([0, 0, 0x0D, 3]) + np.asarray(images.shape, ">u4").tobytes()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + images.tobytes())
+    with pytest.raises(
+        DataError, match=r"^mnist train: expected uint8 images \(IDX type code 0x08\), got float32$"
+    ):
+        data.load("mnist", path=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "pixels, found",
+    [
+        (np.full((2, 3072), 300, np.int64), r"dtype int64 with values in \[300, 300\]"),
+        (np.full((2, 3072), 0.5), r"dtype float64 with values in \[0.5, 0.5\]"),
+    ],
+)
+def test_cifar10_batch_refuses_pixels_a_uint8_cast_would_change(tmp_path, pixels, found):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": pixels, b"labels": [0, 1]}))
+    pattern = (
+        rf"^{re.escape(str(path))}: expected data of uint8 pixels in \[0, 255\], found {found}$"
+    )
+    with pytest.raises(DataError, match=pattern):
+        data.read_cifar10_batch(path)
+
+
+def test_cifar10_batch_accepts_integer_pixels_in_byte_range(tmp_path):
+    rows = np.arange(2 * 3072).reshape(2, 3072) % 256  # int64, as a list-of-ints batch unpickles
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": rows, b"labels": [3, 4]}))
+    x, y = data.read_cifar10_batch(path)
+    assert x.dtype == np.uint8
+    np.testing.assert_array_equal(x, rows.reshape(2, 3, 32, 32).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(y, [3, 4])
+
+
+def test_cifar10_batch_with_too_few_labels_is_named(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    write_cifar_dir(batches)
+    path = batches / "data_batch_3"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": [0] * 9}))
+    found = r"expected labels of shape \[10\] \(one per image\), found \(9,\)"
+    pattern = rf"^{re.escape(str(path))}: {found}$"
+    with pytest.raises(DataError, match=pattern):
+        data.load("cifar10", path=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "x, y, shapes",
+    [
+        (np.zeros((10, 2)), np.zeros(9, int), r"x of shape \(10, 2\) and y of shape \(9,\)"),
+        (np.float32(3.0), np.int64(1), r"x of shape \(\) and y of shape \(\)"),
+    ],
+)
+def test_npz_x_and_y_of_different_lengths_name_the_file(tmp_path, x, y, shapes):
+    path = save_xy(tmp_path, x, y)
+    pattern = rf"^{re.escape(str(path))}: x and y must hold one entry per example, found {shapes}$"
+    with pytest.raises(DataError, match=pattern):
+        data.load("npz", path=path)
+
+
+@pytest.mark.parametrize(
+    "field, args, bad", [("batch_size", (10, 2.5), "2.5"), ("num_examples", (10.0, 2), "10.0")]
+)
+def test_steps_per_epoch_refuses_sizes_that_are_not_ints(field, args, bad):
+    assert data.steps_per_epoch(np.int64(10), np.int32(2)) == 5  # NumPy ints are ints
+    with pytest.raises(DataError, match=rf"^{field} must be a static int, got {bad}$"):
+        data.steps_per_epoch(*args)
+    with pytest.raises(DataError, match=rf"^{field} must be a static int, got {bad}$"):
+        data.chunk_indices(jax.random.key(0), 0, 2, *args)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_evaluate_refuses_a_batch_size_below_one(batch_size):
+    from jaxdl.evaluation import evaluate  # jaxdl.evaluation: padded batches of the test set
+
+    model = jaxdl.mlp(hidden=(4,))
+    params, state = model.init(jax.random.key(0), jnp.zeros((1, 3)))
+    x, y = jnp.ones((5, 3)), jnp.zeros(5, jnp.int32)
+    match = rf"^evaluate: batch_size must be a positive int, got {batch_size}$"
+    with pytest.raises(ValueError, match=match):
+        evaluate(model, params, state, x, y, batch_size=batch_size)
+    whole = evaluate(model, params, state, x, y, batch_size=5)
+    padded = evaluate(model, params, state, x, y, batch_size=2)  # 5 = 2 + 2 + 1 (+ 1 padding)
+    np.testing.assert_allclose(padded["loss"], whole["loss"], rtol=1e-6)
+    assert float(padded["accuracy"]) == float(whole["accuracy"])
+
+
+def test_evaluate_ignores_padding_rows_whose_loss_is_not_finite():
+    from jaxdl.evaluation import evaluate
+
+    def apply(params, state, x, *, key=None, train=False):  # log(0) = -inf on a zero row
+        return jnp.log(jnp.abs(x).sum(-1, keepdims=True)) * jnp.arange(3.0)[None], state
+
+    model = jaxdl.Layer(lambda key, x: ({}, {}), apply, "log_norm")
+    x, y = jnp.ones((5, 2)), jnp.zeros(5, jnp.int32)  # padding rows are zeros
+    whole = evaluate(model, {}, {}, x, y, batch_size=5)
+    # Op by op: compiled, XLA:CPU turns a product with the mask into a select by itself.
+    with jax.disable_jit():
+        padded = evaluate(model, {}, {}, x, y, batch_size=2)  # one padding row
+    assert np.isfinite(float(padded["loss"]))
+    np.testing.assert_allclose(padded["loss"], whole["loss"], rtol=1e-6)

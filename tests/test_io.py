@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import tempfile
 
 import jax.numpy as jnp
@@ -122,3 +123,20 @@ def test_write_atomic_round_trips_any_bytes(old, new):
         with open(path, "rb") as f:
             assert f.read() == new
         assert os.listdir(folder) == ["f.bin"]
+
+
+@pytest.mark.parametrize("bad", ['{"step": 2, "lo', '{"step": null}', "[1, 2]"])
+def test_append_jsonl_names_the_file_and_line_of_a_bad_row(tmp_path, bad):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n' + bad + "\n")
+    pattern = rf"^{re.escape(str(path))}: line 2 is not a JSON object with a numeric 'step': "
+    with pytest.raises(ValueError, match=pattern):
+        io.append_jsonl(path, {"step": 3}, after_step="step")
+    assert path.read_text() == '{"step": 1}\n' + bad + "\n"
+
+
+def test_append_jsonl_keeps_rows_without_the_step_key(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"note": "x"}\n{"step": 1}\n{"step": 5}\n')
+    io.append_jsonl(path, {"step": 3}, after_step="step")
+    assert path.read_text() == '{"note": "x"}\n{"step": 1}\n{"step": 3}\n'

@@ -6,9 +6,13 @@ import os
 
 import jax
 import numpy as np
+import pytest
 from _kill_and_resume import kill_after_checkpoint, start_jaxdl
 
 from jaxdl import report
+from jaxdl.checkpoint import CheckpointError
+from jaxdl.config import DataConfig, RunConfig
+from jaxdl.step import TrainConfig
 
 ARGS = [
     "--data", "digits", "--model", "mlp", "--hidden", "32", "--dropout", "0.2",
@@ -47,3 +51,72 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     with open(f"{killed_dir}/metrics.jsonl") as f:
         steps = [json.loads(line)["step"] for line in f]
     assert steps == list(range(20, 601, 20))  # no step logged twice, none missing
+
+
+# The library-level resume: results and curves of a resumed run cover the whole run.
+
+CONFIG = dict(  # lr 0.3: the test accuracy peaks early (step 20), before the resume point
+    data=DataConfig(num_train=256, num_test=64),
+    train=TrainConfig(steps=60, chunk_steps=10, batch_size=32, eval_every=10),
+    lr=0.3,
+    checkpoint_every=20,
+)
+SAME_RESULTS = (
+    "final_test_accuracy",
+    "best_test_accuracy",
+    "best_step",
+    "final_loss",
+    "final_train_accuracy",
+    "steps",
+)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def on_chunk(reached, metrics):
+        if reached == step:
+            raise Stop  # before the checkpoint of that step, as a kill there would
+
+    return on_chunk
+
+
+def test_resumed_results_equal_the_uninterrupted_ones(tmp_path, monkeypatch):
+    full = report.train_and_evaluate(RunConfig(**CONFIG, out=str(tmp_path / "full")))
+    assert full.results["best_step"] == 20
+    out = str(tmp_path / "killed")
+    with pytest.raises(Stop):
+        report.train_and_evaluate(RunConfig(**CONFIG, out=out), on_chunk=stop_at(50))
+    resumed = report.train_and_evaluate(RunConfig(**CONFIG, out=out), resume=True)  # from 40
+    with open(os.path.join(out, "results.json")) as f:
+        written = json.load(f)
+    for key in SAME_RESULTS:
+        assert resumed.results[key] == written[key] == full.results[key], key
+    assert written["final_test_loss"] == full.results["final_test_loss"]
+    for key in ("step", "loss", "eval_step", "test_accuracy"):
+        np.testing.assert_array_equal(resumed.history[key], full.history[key], err_msg=key)
+
+    # Killed after its last checkpoint, before results.json: a resume runs nothing.
+    os.remove(os.path.join(out, "results.json"))
+    os.remove(os.path.join(out, "curves.png"))
+    again = report.train_and_evaluate(RunConfig(**CONFIG, out=out), resume=True)
+    for key in SAME_RESULTS:
+        assert again.results[key] == full.results[key], key
+    assert os.path.exists(os.path.join(out, "curves.png"))
+
+
+def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    config = dict(CONFIG, train=TrainConfig(steps=20, chunk_steps=10, batch_size=32))
+    report.train_and_evaluate(RunConfig(**config, out=out))
+    config_path = tmp_path / "run" / "config.json"
+    before = config_path.read_text()
+    pattern = (
+        rf"^{out} holds checkpoints of an earlier run \(steps \[20\]\): resume it \(resume=True, "
+        rf"jaxdl train --resume {out}\) or choose a new output folder$"
+    )
+    with pytest.raises(CheckpointError, match=pattern):
+        report.train_and_evaluate(RunConfig(**config, seed=1, out=out))
+    assert config_path.read_text() == before  # nothing was overwritten

@@ -13,6 +13,8 @@ examples and 500 µs with 60,000, as ``jax.random.permutation`` took).
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -34,6 +36,9 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     Returns:
       ``num_examples // batch_size``, a Python int.
     """
+    for field, value in (("num_examples", num_examples), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise DataError(f"{field} must be a static int, got {value!r}")
     if batch_size <= 0 or batch_size > num_examples:
         raise DataError(
             f"batch_size must be in [1, num_examples={num_examples}], got batch_size={batch_size}"

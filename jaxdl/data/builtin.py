@@ -164,6 +164,10 @@ def _idx(name: str, path: Path) -> Dataset:
     for split, images in (("train", x_train), ("test", x_test)):
         if images.ndim != 3:
             raise DataError(f"{name} {split}: expected images [N, rows, cols], got {images.shape}")
+        if images.dtype != np.uint8:  # _scale_bytes divides by 255: only bytes are pixels
+            raise DataError(
+                f"{name} {split}: expected uint8 images (IDX type code 0x08), got {images.dtype}"
+            )
     x_train, x_test = _scale_bytes(x_train[..., None]), _scale_bytes(x_test[..., None])
     return _finish(name, x_train, y_train, x_test, y_test, num_classes=10)  # x: [N, 28, 28, 1]
 
@@ -202,6 +206,11 @@ def _npz(name: str, path: Path, *, num_classes: int | None = None) -> Dataset:
         splits = (arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
     elif {"x", "y"} <= arrays.keys():
         x, y = arrays["x"], arrays["y"]
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise DataError(
+                f"{path}: x and y must hold one entry per example, found x of shape {x.shape} "
+                f"and y of shape {y.shape}"
+            )
         num_train = len(x) - int(len(x) * NPZ_TEST_FRACTION)
         splits = (x[:num_train], y[:num_train], x[num_train:], y[num_train:])
     else:

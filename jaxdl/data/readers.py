@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 import pickle
 import zipfile
@@ -64,7 +65,7 @@ def read_idx(path: PathLike) -> np.ndarray:
             f"found {len(raw)} bytes"
         )
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = header_size + int(np.prod(shape)) * dtype.itemsize
+    expected = header_size + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         kind = "truncated" if len(raw) < expected else "oversized"
         raise DataError(
@@ -102,6 +103,19 @@ def read_cifar10_batch(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     data, labels = np.asarray(data), np.asarray(labels)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: expected data of shape [N, 3072], found {data.shape}")
+    if data.dtype != np.uint8:  # a cast to uint8 would wrap 256 to 0 and truncate 0.5 to 0
+        is_int = np.issubdtype(data.dtype, np.integer)
+        if not is_int or (data.size and (data.min() < 0 or data.max() > 255)):
+            low, high = (data.min(), data.max()) if data.size else (None, None)
+            raise DataError(
+                f"{path}: expected data of uint8 pixels in [0, 255], found dtype {data.dtype} "
+                f"with values in [{low}, {high}]"
+            )
+    if labels.shape != (data.shape[0],):
+        raise DataError(
+            f"{path}: expected labels of shape [{data.shape[0]}] (one per image), "
+            f"found {labels.shape}"
+        )
     x = data.reshape(-1, 3, 32, 32)  # [N, C, H, W]
     x = x.transpose(0, 2, 3, 1)  # [N, H, W, C]
     return np.ascontiguousarray(x, dtype=np.uint8), labels
