@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxdl.io import write_json_atomic
-from jaxdl.train import TrainState
+from jaxdl.step import TrainState
 
 CONFIG_FILE = "config.json"
 

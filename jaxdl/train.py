@@ -16,6 +16,7 @@ from jax import lax
 from jax.sharding import Mesh
 
 from jaxdl import losses, sharding
+from jaxdl.checkpoint import CheckpointError
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData, example_input, to_device
 from jaxdl.evaluation import evaluate, evaluate_test
@@ -110,6 +111,8 @@ def fit(
       resume: start from the checkpointer's newest valid checkpoint, if any. The run is
         deterministic (the key and the step are in the state), so a resumed run ends
         bit-identical to an uninterrupted one; its history holds only the chunks run now.
+        Without it, a checkpointer whose folder already holds checkpoints is refused (they
+        would outlive this run's, and orbax's ``keep`` would delete this run's first).
 
     Returns:
       ``(final TrainState, History)``; ``history.timings`` gives compile and run seconds. On a
@@ -120,6 +123,11 @@ def fit(
       >>> history["test_accuracy"][-1]
     """
     check_fits(config, data, model, hparams)  # before anything compiles
+    if checkpointer is not None and not resume and checkpointer.steps():
+        raise CheckpointError(
+            f"{checkpointer.directory} holds checkpoints of an earlier run (steps "
+            f"{checkpointer.steps()}): pass resume=True to continue it, or use a new folder"
+        )
     device_data = to_device(data, mesh)
     example = example_input(device_data.x_train)
     program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)

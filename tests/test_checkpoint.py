@@ -156,3 +156,16 @@ def test_unreadable_config_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text('{"lr": ')
     with pytest.raises(CheckpointError, match=rf"^{tmp_path}/config.json: not valid JSON \("):
         Checkpointer(tmp_path).load_config()
+
+
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(data, tmp_path):
+    model = jaxdl.mlp(hidden=(8,))
+    fit(model, data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20))
+    shorter = TrainConfig(steps=20, chunk_steps=10, batch_size=32, eval_every=20)
+    pattern = (
+        rf"^{tmp_path} holds checkpoints of an earlier run \(steps \[20, 40, 60\]\): pass "
+        r"resume=True to continue it, or use a new folder$"
+    )
+    with pytest.raises(CheckpointError, match=pattern):
+        fit(model, data, shorter, checkpointer=Checkpointer(tmp_path, every=20), seed=1)
+    assert Checkpointer(tmp_path).steps() == [20, 40, 60]  # the earlier run's, untouched
