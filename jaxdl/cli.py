@@ -256,7 +256,10 @@ def mesh_from_args(args: argparse.Namespace):
     devices = jax.devices()
     if args.devices is not None:
         if not 1 <= args.devices <= len(devices):
-            raise UsageError(f"--devices {args.devices}: {len(devices)} devices available")
+            raise UsageError(
+                f"--devices must be in [1, {len(devices)}] (the devices available), "
+                f"got {args.devices}"
+            )
         devices = devices[: args.devices]
     return sharding.make_mesh(args.mesh, devices)
 
@@ -288,13 +291,32 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_arguments(parser)
 
 
+def read_resumed_json(flag: str, folder: str, kind: str, parse: Callable[[Any], Any]) -> Any:
+    """``parse`` of the JSON in ``<folder>/config.json``; a missing, malformed or invalid file is
+    a ValueError naming ``flag``, the file and what is wrong.
+
+    Args:
+      flag: the option that named the folder (``"--resume"``).
+      folder: the run or sweep folder.
+      kind: what the folder should be (``"jaxdl train"``), for the error.
+      parse: builds the configuration from the loaded JSON; raises ValueError on bad content.
+
+    Returns:
+      ``parse(json.load(config.json))``.
+    """
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{flag} {folder}: no config.json there (not a {kind} folder)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse(json.load(f))
+    except ValueError as err:  # json.JSONDecodeError is one
+        raise ValueError(f"{flag} {folder}: {path} is not a {kind} config: {err}") from None
+
+
 def _resumed_config(run_dir: str) -> config.RunConfig:
     """The `RunConfig` saved in a run folder, its ``out`` pointing at that folder."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"--resume {run_dir}: no config.json there (not a jaxdl train folder)")
-    with open(path) as f:
-        cfg = config.from_dict(json.load(f))
+    cfg = read_resumed_json("--resume", run_dir, "jaxdl train", config.from_dict)
     return config.replace(cfg, {"out": run_dir})
 
 

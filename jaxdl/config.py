@@ -16,6 +16,7 @@ from typing import Any
 from jaxdl import data as data_lib
 from jaxdl import initializers, models, preflight
 from jaxdl.layers.activations import NAMES as ACTIVATIONS
+from jaxdl.step import SEED_RANGE
 from jaxdl.train import Hparams, TrainConfig
 from jaxdl.types import Layer
 
@@ -142,8 +143,10 @@ class RunConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not _number("init_scale", self.init_scale) > 0:
             raise ValueError(f"init_scale must be > 0, got {self.init_scale!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
+            # checked here, not first by `fit`: a bad seed then leaves no run folder behind
+            raise ValueError(f"seed must be an int in [-2**63, 2**63), got {seed!r}")
         every = self.checkpoint_every
         if every is not None and (
             isinstance(every, bool) or not isinstance(every, int) or every < 1

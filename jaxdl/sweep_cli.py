@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -27,22 +26,30 @@ from jaxdl.cli import (
     add_train_arguments,
     config_overrides,
     mesh_from_args,
+    read_resumed_json,
 )
 from jaxdl.io import write_json_atomic
 from jaxdl.sweep import STRATEGIES, members_of, sweep
+from jaxdl.sweep_checkpoint import MANIFEST
 
 
 def _list(kind):
-    """An argparse type: ``"1e-3,1e-2"`` -> ``[0.001, 0.01]`` of ``kind``."""
+    """An argparse type: ``"1e-3,1e-2"`` -> ``[0.001, 0.01]`` of ``kind``; a value given twice
+    is an error (it would train the same networks twice and count them as more seeds)."""
 
     def parse(text: str) -> list:
         try:
-            values = [kind(part) for part in text.split(",") if part.strip()]
+            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
             values = []
         if not values:
             raise argparse.ArgumentTypeError(
                 f"expected comma-separated {kind.__name__} values, got {text!r}"
+            )
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            raise argparse.ArgumentTypeError(
+                f"expected distinct values, got {text!r} ({repeated[0]!r} twice)"
             )
         return values
 
@@ -159,6 +166,8 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
 
 def spec_from_dict(d: Mapping[str, Any]) -> SweepSpec:
     """The `SweepSpec` of `spec_to_dict` output; an unknown key is an error listing the valid."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"sweep config must be a dict, got {d!r}")
     unknown = sorted(set(d) - set(SweepSpec._fields))
     missing = [key for key in ("run", "axes", "strategy") if key not in d]
     if unknown or missing:
@@ -203,11 +212,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 def _resumed_spec(sweep_dir: str) -> SweepSpec:
     """The `SweepSpec` saved in a sweep folder, its ``run.out`` pointing at that folder."""
-    path = os.path.join(sweep_dir, "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"--resume {sweep_dir}: no config.json there (not a jaxdl sweep folder)")
-    with open(path) as f:
-        spec = spec_from_dict(json.load(f))
+    spec = read_resumed_json("--resume", sweep_dir, "jaxdl sweep", spec_from_dict)
     if spec.run.checkpoint_every is None:
         raise ValueError(
             f"--resume {sweep_dir}: that sweep saved no checkpoints (run it with "
@@ -283,6 +288,12 @@ def run(args: argparse.Namespace) -> int:
     check_fits(base.train, data, model_for, base.hparams, axes=axes)
     out = base.out or _default_out(base.data.name)  # --out sets base.out
     base = config.replace(base, {"out": out})
+    if not args.resume and os.path.exists(os.path.join(report.checkpoint_dir(out), MANIFEST)):
+        # before config.json is written: it is what --resume rebuilds that sweep from
+        raise ValueError(
+            f"--out {out} holds a checkpointed sweep: continue it with "
+            f"'jaxdl sweep --resume {out}', or give another --out"
+        )
     members = len(members_of(axes))
     print(
         f"{'resuming ' if args.resume else ''}sweep of {members} networks "
@@ -302,11 +313,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # Progress counts network-steps: a group may run its members together, in chunks of
     # members, or one after another (each unit's steps restart from its own first chunk).
-    with _Progress(members * base.train.steps, live=live, unit="network-steps") as progress:
+    quiet = not main_process  # one process prints the progress, as one writes the folder
+    with _Progress(
+        members * base.train.steps, live=live, quiet=quiet, unit="network-steps"
+    ) as progress:
         done = {"network_steps": 0, "last_step": 0}
 
         def on_group(static, count):
-            if not live:
+            if not live and not quiet:
                 print(f"training {static or 'all'}: {count} members", flush=True)
 
         def on_chunk(step, metrics):

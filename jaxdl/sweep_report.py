@@ -33,15 +33,16 @@ def with_published(rows: list[dict[str, Any]], data_name: str) -> list[dict[str,
       data_name: the data set's name.
 
     Returns:
-      Rows of the grouping values, ``n``, ``mean_%``, ``std_%``, ``ci95_%`` and, for a data set
-      with published figures, ``published_%``.
+      Rows of the grouping values, ``n``, ``mean_%``, ``std_%``, ``ci95_%`` (text with one
+      decimal: ``"92.0"``, ``"[91.2, 92.8]"``) and, for a data set with published figures,
+      ``published_%``.
     """
     published = PUBLISHED.get(data_name)
     out = []
     for row in rows:
         shown = {k: v for k, v in row.items() if k not in ("mean", "std", "ci_low", "ci_high")}
-        shown["mean_%"] = round(100 * row["mean"], 1)
-        shown["std_%"] = round(100 * row["std"], 1)
+        shown["mean_%"] = f"{100 * row['mean']:.1f}"  # text: 92.0 stays "92.0", not "92"
+        shown["std_%"] = f"{100 * row['std']:.1f}"
         shown["ci95_%"] = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
         if published is not None:
             shown["published_%"] = published.get(row.get("model"), "")

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import math
+import numbers
 import os
 import shutil
 import uuid
@@ -204,7 +205,7 @@ class SweepResult:
 
         Args:
           by: axes to group by; ``None`` groups by every axis except the seed axes.
-          metric: a numeric column of `rows`.
+          metric: a numeric column of `rows` (another name is a ValueError listing them).
 
         Returns:
           One dict per combination, in population order: the ``by`` values, then ``n``, ``mean``,
@@ -214,8 +215,16 @@ class SweepResult:
         unknown = [a for a in by if a not in self.axes]
         if unknown:
             raise ValueError(f"summary: unknown axes {unknown}; valid: {list(self.axes)}")
+        rows = self.rows()
+        metrics = [
+            k
+            for k, v in rows[0].items()
+            if k != "member" and k not in self.axes and isinstance(v, numbers.Real)
+        ]
+        if metric not in metrics:
+            raise ValueError(f"summary: unknown metric {metric!r}; valid: {', '.join(metrics)}")
         groups: dict[tuple, list[float]] = {}
-        for row in self.rows():
+        for row in rows:
             groups.setdefault(tuple(row[a] for a in by), []).append(row[metric])
         return [
             {**dict(zip(by, key, strict=True)), **mean_std_ci(values)}

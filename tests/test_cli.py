@@ -168,6 +168,11 @@ def test_mistyped_option_is_one_error_line_in_a_subprocess():
         (["--data", "npz", "--data-path", "/no/such/file.npz"], "no such file"),
         (["--model", "logistic", "--hidden", "16"], "model.hidden must be empty for 'logistic'"),
         (["--steps", "10", "--step", "5"], "unrecognized arguments: --step 5"),
+        (
+            ["--seed", str(2**64)],
+            "seed must be an int in [-2**63, 2**63), got 18446744073709551616",
+        ),
+        (["--devices", "0"], "--devices must be in [1, "),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, args, message):
@@ -188,6 +193,60 @@ def test_divergence_exits_1_with_the_step(tmp_path):
     assert stderr.startswith("error: loss became non-finite at step ")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert stderr.strip().endswith(f"step {results['diverged_at']}")
+
+
+@pytest.mark.parametrize(
+    "command, text, message",
+    [
+        ("train", "{bad", "is not a jaxdl train config: Expecting property name"),
+        ("train", "[1, 2]", "is not a jaxdl train config: config must be a dict, got [1, 2]"),
+        ("sweep", "{bad", "is not a jaxdl sweep config: Expecting property name"),
+        ("sweep", "5", "is not a jaxdl sweep config: sweep config must be a dict, got 5"),
+    ],
+)
+def test_resume_of_a_malformed_config_names_the_file(tmp_path, command, text, message):
+    (tmp_path / "config.json").write_text(text)
+    status, _, stderr = run_main([command, "--resume", str(tmp_path)])
+    assert status == 2
+    path = tmp_path / "config.json"
+    assert stderr.startswith(f"error: --resume {tmp_path}: {path} {message}"), stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "1e-3,0.001"], "argument --lr: expected distinct values, got '1e-3,0.001' "),
+        (["--model", "mlp,mlp"], "argument --model: expected distinct values, got 'mlp,mlp' "),
+    ],
+)
+def test_sweep_axis_value_given_twice_is_an_error(tmp_path, args, message):
+    tiny = ["--seeds", "1", "--steps", "2", "--no-progress"]  # quick even if accepted
+    status, _, stderr = run_main(["sweep", *args, *tiny, "--out", str(tmp_path / "s")])
+    assert status == 2
+    assert stderr.startswith(f"error: {message}("), stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_model_list_may_have_spaces():
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["sweep", "--model", "mlp, convnet", "--lr", "1e-3, 1e-2"])
+    assert (args.models, args.lrs) == (["mlp", "convnet"], [1e-3, 1e-2])
+
+
+def test_sweep_into_a_checkpointed_sweep_keeps_its_config(tmp_path):
+    out = tmp_path / "s"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "sweep.json").write_text("{}")
+    (out / "config.json").write_text('{"saved": "by the earlier sweep"}')
+    args = ["sweep", "--model", "mlp", "--seeds", "2", "--steps", "40", "--out", str(out)]
+    status, _, stderr = run_main([*args, "--checkpoint-every", "20", "--no-progress"])
+    assert status == 2
+    assert stderr == (
+        f"error: --out {out} holds a checkpointed sweep: continue it with "
+        f"'jaxdl sweep --resume {out}', or give another --out\n"
+    )
+    assert (out / "config.json").read_text() == '{"saved": "by the earlier sweep"}'
 
 
 @pytest.mark.parametrize("argv", [[], ["--version"]])
@@ -286,3 +345,17 @@ def test_build_model_init_and_apply_agree(name, input_shape, params):
 def test_convnet_needs_spatial_inputs():
     with pytest.raises(ValueError, match="model 'convnet' needs inputs"):
         config.build_model(config.ModelConfig(name="convnet"), 10, input_ndim=1)
+
+
+def test_sweep_progress_is_not_printed_by_other_processes(tmp_path, monkeypatch):
+    from jaxdl import distributed
+
+    args = ["sweep", "--model", "mlp", "--hidden", "8", "--seeds", "2", "--steps", "20"]
+    args += ["--chunk-steps", "10", "--eval-every", "10", "--batch-size", "32", "--no-progress"]
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # process 1 of 2, say
+    status, stdout, _ = run_main([*args, "--out", str(tmp_path / "other")])
+    assert status == 0
+    # process 0 prints "training {'model': 'mlp'}: 2 members", "network-steps 20/40  loss ..."
+    assert stdout.startswith("sweep of 2 networks (model: 1, seed: 2) on digits")
+    assert "training {" not in stdout and "network-steps" not in stdout
+    assert not (tmp_path / "other").exists()
