@@ -38,6 +38,7 @@ _SCHEMES: dict[str, Callable[..., Initializer]] = {
 }
 
 NAMES: tuple[str, ...] = tuple(_SCHEMES)
+FAN_SCALED: tuple[str, ...] = tuple(n for n in NAMES if n not in ("normal", "zeros"))  # need >= 2-D
 
 
 def get(name: str | Initializer, scale: float = 1.0, *, std: float = 1.0) -> Initializer:

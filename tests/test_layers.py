@@ -917,6 +917,21 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
             lambda: jaxdl.conv1d(2, 3, impl="cudnn"),
             "conv: impl must be 'auto', 'xla', 'canonical' or 'im2col', got 'cudnn'",
         ),
+        (lambda: jaxdl.dense(True), "dense: features must be a positive int, got True"),
+        (
+            lambda: jaxdl.conv2d(4, (3, True)).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))),
+            "conv: kernel must be a positive int or 2 positive ints, got (3, True)",
+        ),
+        (
+            lambda: jaxdl.dense(3, b_init="he_normal"),
+            "dense: b_init 'he_normal' scales by fan-in/fan-out, which a 1-D bias does not have",
+        ),
+        (lambda: jaxdl.conv2d(3, 3, b_init="classic"), "conv: b_init 'classic' scales by fan"),
+        (
+            lambda: jaxdl.batch_norm(epsilon=-1e-5),
+            "batch_norm: epsilon (added to the variance) must be > 0, got -1e-05",
+        ),
+        (lambda: jaxdl.layer_norm(0.0), "layer_norm: epsilon (added to the variance) must be > 0"),
     ],
     ids=[
         "dropout_1",
@@ -926,6 +941,12 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
         "dense_0",
         "conv_float",
         "impl",
+        "dense_bool",
+        "kernel_bool",
+        "dense_fan_scaled_bias",
+        "conv_fan_scaled_bias",
+        "batch_norm_epsilon",
+        "layer_norm_epsilon",
     ],
 )
 def test_configuration_errors(build, expected):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-from jaxdl.types import InputLike, LayerError
+from jaxdl import initializers
+from jaxdl.types import Initializer, InputLike, LayerError
 
 
 def shape_of(x: InputLike) -> tuple[int, ...]:
@@ -19,14 +21,31 @@ def param_dtype(x: InputLike):
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
 
 
+def is_count(value) -> bool:
+    """Whether ``value`` is a positive whole number: an int or a NumPy int, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def bias_initializer(kind: str, b_init) -> Initializer:
+    """`jaxdl.initializers.get` of a bias's initialiser; the schemes scaled by fan-in or fan-out
+    are refused with the layer's name, since a bias ``[features]`` has no fans."""
+    if isinstance(b_init, str) and b_init in initializers.FAN_SCALED:
+        raise LayerError(
+            kind,
+            f"b_init {b_init!r} scales by fan-in/fan-out, which a 1-D bias does not have: use "
+            "'zeros', 'normal' or a function",
+        )
+    return initializers.get(b_init)
+
+
 def per_axis(value: int | Sequence[int], ndim: int, kind: str, what: str) -> tuple[int, ...]:
     """``value`` repeated over ``ndim`` spatial axes, or checked to have ``ndim`` entries."""
-    values = (value,) * ndim if isinstance(value, int) else tuple(value)
-    if len(values) != ndim or any(not isinstance(v, int) or v < 1 for v in values):
+    values = (value,) * ndim if isinstance(value, numbers.Integral) else tuple(value)
+    if len(values) != ndim or not all(is_count(v) for v in values):
         raise LayerError(
             kind, f"{what} must be a positive int or {ndim} positive ints, got {value!r}"
         )
-    return values
+    return tuple(int(v) for v in values)
 
 
 def check_rank(kind: str, x: InputLike, rank: int, layout: str) -> None:

@@ -13,7 +13,15 @@ from jax import lax
 
 from jaxdl import initializers
 from jaxdl.layers._canonical_conv import canonical_conv, dimension_numbers
-from jaxdl.layers._util import param_dtype, per_axis, per_channel, shape_of, spatial_layout
+from jaxdl.layers._util import (
+    bias_initializer,
+    is_count,
+    param_dtype,
+    per_axis,
+    per_channel,
+    shape_of,
+    spatial_layout,
+)
 from jaxdl.types import Layer, LayerError
 
 Padding = str | int | Sequence[tuple[int, int]]
@@ -181,16 +189,16 @@ def conv(
     Example:
       >>> layer = jaxdl.conv2d(32, 5)  # on [batch, 28, 28, 1] -> [batch, 28, 28, 32]
     """
-    if not isinstance(features, int) or features < 1:
+    if not is_count(features):
         raise LayerError("conv", f"features must be a positive int, got {features!r}")
     if impl not in IMPLS:
         raise LayerError(
             "conv", f"impl must be 'auto', 'xla', 'canonical' or 'im2col', got {impl!r}"
         )
-    if ndim is None and not isinstance(kernel, int):
+    if ndim is None and not isinstance(kernel, numbers.Integral):
         ndim = len(tuple(kernel))
     w_fn = initializers.get(w_init, init_scale)
-    b_fn = initializers.get(b_init)
+    b_fn = bias_initializer("conv", b_init)
 
     def geometry(shape):
         n = ndim if ndim is not None else len(shape) - 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 
 from jaxdl import initializers
-from jaxdl.layers._util import param_dtype, per_channel, shape_of
+from jaxdl.layers._util import bias_initializer, is_count, param_dtype, per_channel, shape_of
 from jaxdl.types import Layer, LayerError
 
 
@@ -31,10 +31,10 @@ def dense(
       A `Layer` mapping ``[batch, ..., in]`` to ``[batch, ..., features]``, params
       ``{"w": [in, features], "b": [features]}``.
     """
-    if not isinstance(features, int) or features < 1:
+    if not is_count(features):
         raise LayerError("dense", f"features must be a positive int, got {features!r}")
     w_fn = initializers.get(w_init, init_scale)
-    b_fn = initializers.get(b_init)
+    b_fn = bias_initializer("dense", b_init)
 
     def init(key, x):
         shape = shape_of(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax.numpy as jnp
 from jax import lax
 
@@ -24,6 +26,11 @@ def _check_channels(kind: str, params, x) -> None:
         raise LayerError(kind, f"expected input [batch, ..., {channels}], got shape {x.shape}")
 
 
+def _check_epsilon(kind: str, epsilon) -> None:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
+        raise LayerError(kind, f"epsilon (added to the variance) must be > 0, got {epsilon!r}")
+
+
 def layer_norm(epsilon: float = 1e-5) -> Layer:
     """Normalises each example over its last axis, then scales and shifts per feature.
 
@@ -34,6 +41,7 @@ def layer_norm(epsilon: float = 1e-5) -> Layer:
       A `Layer` mapping ``[batch, ..., features]`` to the same shape, params
       ``{"scale": [features], "bias": [features]}``.
     """
+    _check_epsilon("layer_norm", epsilon)
 
     def init(key, x):
         return _scale_and_bias(shape_of(x)[-1], param_dtype(x)), {}
@@ -66,6 +74,7 @@ def batch_norm(momentum: float = 0.9, epsilon: float = 1e-5) -> Layer:
     """
     if not 0.0 <= momentum < 1.0:
         raise LayerError("batch_norm", f"momentum must be in [0, 1), got {momentum!r}")
+    _check_epsilon("batch_norm", epsilon)
 
     def init(key, x):
         channels, dtype = shape_of(x)[-1], param_dtype(x)
