@@ -577,3 +577,12 @@ def test_evaluate_ignores_padding_rows_whose_loss_is_not_finite():
         padded = evaluate(model, {}, {}, x, y, batch_size=2)  # one padding row
     assert np.isfinite(float(padded["loss"]))
     np.testing.assert_allclose(padded["loss"], whole["loss"], rtol=1e-6)
+
+
+def test_npz_that_is_empty_or_a_folder_is_named(tmp_path):
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(empty))}: cannot read as \.npz"):
+        data.read_npz(empty)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: a folder, expected"):
+        data.read_npz(tmp_path)

@@ -131,12 +131,14 @@ def read_npz(path: PathLike) -> dict[str, np.ndarray]:
       A dict from each stored name to its array, shapes as stored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, expected a .npz file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             return {name: arrays[name] for name in arrays.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # EOFError: empty file
         raise DataError(f"{path}: cannot read as .npz: {err}") from err
 
 
