@@ -64,7 +64,8 @@ def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
       axes: ``{axis_name: values}``; e.g. ``{"seed": range(8), "lr": [1e-3, 1e-2]}``.
 
     Returns:
-      ``[{axis_name: value}, ...]`` with the last axis varying fastest.
+      ``[{axis_name: value}, ...]`` with the last axis varying fastest; a list value (a width
+      list ``[64, 64]``) becomes a tuple, so that members can be grouped and summarised by it.
     """
     for name, values in axes.items():
         if isinstance(values, str | bytes) or not isinstance(values, Sequence | range):
@@ -72,7 +73,8 @@ def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if len(values) == 0:
             raise ValueError(f"sweep axis {name!r} has no values")
     names = list(axes)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    values = [[tuple(v) if isinstance(v, list) else v for v in axis] for axis in axes.values()]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 def _member_seeds(member: Mapping[str, Any]) -> tuple[int, int]:

@@ -189,6 +189,20 @@ def test_shape_axes_group_into_programs_and_keep_population_order():
         chex.assert_trees_all_close(state.params, expected, atol=1e-7)
 
 
+def test_list_valued_axis_values_group_and_summarise_as_tuples():
+    config = TrainConfig(steps=2, batch_size=32, chunk_steps=2, eval_every=2, optimizer="sgd")
+    result = jaxdl.sweep(
+        lambda hidden: jaxdl.mlp(hidden=hidden),
+        digits(),
+        axes={"seed": [0, 1], "hidden": [[8], [8, 8]]},  # width lists, as users write them
+        config=config,
+        strategy="map",
+    )
+    assert [m["hidden"] for m in result.members] == [(8,), (8, 8), (8,), (8, 8)]
+    assert [(row["hidden"], row["n"]) for row in result.summary_rows()] == [((8,), 2), ((8, 8), 2)]
+    assert "dense3" in result.states[1].params and "dense3" not in result.states[0].params
+
+
 def test_a_static_axis_with_a_plain_layer_asks_for_a_model_function():
     with pytest.raises(ValueError, match=r"model function|model\(hidden\) -> Layer"):
         jaxdl.sweep(jaxdl.mlp(), digits(), axes={"hidden": [8, 16]}, config=CONFIG)
