@@ -64,14 +64,17 @@ def initialize(
     address = _from_env(coordinator_address, ENV_COORDINATOR_ADDRESS)
     num = _from_env(num_processes, ENV_NUM_PROCESSES, "SLURM_NTASKS")
     index = _from_env(process_id, ENV_PROCESS_ID, "SLURM_PROCID")
-    if num is None and address is not None:
-        raise ValueError(
-            f"distributed.initialize: coordinator {address!r} given but not num_processes "
-            f"(argument, or {ENV_NUM_PROCESSES})"
-        )
+    for name, given in (("coordinator", address), ("process_id", process_id)):
+        if num is None and given is not None:
+            raise ValueError(
+                f"distributed.initialize: {name} {given!r} given but not num_processes "
+                f"(argument, or {ENV_NUM_PROCESSES})"
+            )
     if num is None or int(num) == 1:
         return False
     num = int(num)
+    if index is not None and not 0 <= int(index) < num:
+        raise ValueError(f"distributed.initialize: process_id must be in [0, {num}), got {index!r}")
     # CPU collectives (so CPU processes can all-reduce): gloo, jax's default in recent versions.
     if jax.config.jax_cpu_collectives_implementation in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")

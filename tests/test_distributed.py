@@ -52,6 +52,10 @@ def test_missing_arguments_are_named(monkeypatch):
         distributed.initialize("127.0.0.1:1234", num_processes=2)
     with pytest.raises(ValueError, match="coordinator '127.0.0.1:1234' given but not num_proc"):
         distributed.initialize("127.0.0.1:1234")
+    with pytest.raises(ValueError, match="process_id 3 given but not num_processes"):
+        distributed.initialize(process_id=3)
+    with pytest.raises(ValueError, match=r"process_id must be in \[0, 2\), got 3"):
+        distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=3)
     monkeypatch.setenv("JAXDL_NUM_PROCESSES", "2")
     with pytest.raises(ValueError, match="coordinator_address and process_id not given"):
         distributed.initialize()
