@@ -26,7 +26,7 @@ from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
 from jaxdl.train import ChunkCallback, History, TrainState, check_fits, evaluate, fit, init_state
 
-SCALARS = ("loss", "train_accuracy", "test_accuracy")  # what metrics.jsonl and TensorBoard log
+SCALARS = ("loss", "train_accuracy", "test_loss", "test_accuracy")  # metrics.jsonl, TensorBoard
 
 
 class RunWriter:
@@ -64,8 +64,8 @@ class RunWriter:
 
         Args:
           step: steps done at the end of the chunk.
-          metrics: the chunk's ``loss`` and ``train_accuracy`` (``()`` each), and
-            ``test_accuracy`` when it was evaluated.
+          metrics: the chunk's ``loss`` and ``train_accuracy`` (``()`` each), and ``test_loss``
+            and ``test_accuracy`` when it was evaluated.
         """
         row: dict[str, Any] = {"step": int(step)}
         row.update({k: float(metrics[k]) for k in SCALARS if k in metrics})
@@ -315,7 +315,7 @@ def _with_logged_past(history: History, metrics_path: str) -> History:
 
     The rows before the first resumed step were logged by the interrupted run (the resumed one
     replaced the rest), so the results and curves cover the whole run, as an unbroken run's do.
-    The rows hold no test loss: the logged evaluations' ``test_loss`` is NaN.
+    Rows logged without ``test_loss`` (by an earlier jaxdl) read it back as NaN.
     """
     if not os.path.exists(metrics_path):
         return history

@@ -95,7 +95,8 @@ def test_metrics_jsonl_has_one_row_per_chunk(tiny_run):
     rows = [json.loads(line) for line in (tiny_run[0] / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [20, 40]
     for row in rows:
-        assert set(row) == {"step", "loss", "train_accuracy", "test_accuracy", "time_s"}
+        keys = {"step", "loss", "train_accuracy", "test_loss", "test_accuracy", "time_s"}
+        assert set(row) == keys
         assert row["loss"] > 0 and 0 <= row["train_accuracy"] <= 1
         assert 0 <= row["test_accuracy"] <= 1
 
