@@ -33,6 +33,10 @@ from jaxdl.sweep import STRATEGIES, members_of, sweep
 from jaxdl.sweep_checkpoint import MANIFEST
 
 
+def _networks(count: int) -> str:
+    return f"{count} network{'' if count == 1 else 's'}"
+
+
 def _list(kind):
     """An argparse type: ``"1e-3,1e-2"`` -> ``[0.001, 0.01]`` of ``kind``; a value given twice
     is an error (it would train the same networks twice and count them as more seeds)."""
@@ -296,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         )
     members = len(members_of(axes))
     print(
-        f"{'resuming ' if args.resume else ''}sweep of {members} networks "
+        f"{'resuming ' if args.resume else ''}sweep of {_networks(members)} "
         f"({', '.join(f'{k}: {len(v)}' for k, v in axes.items())}) "
         f"on {base.data.name} ({data.num_train} train / {data.num_test} test), "
         f"{base.train.steps} steps each -> {out}",
@@ -321,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
 
         def on_group(static, count):
             if not live and not quiet:
-                print(f"training {static or 'all'}: {count} members", flush=True)
+                shapes = ", ".join(f"{k}={v}" for k, v in static.items()) or "all"
+                print(f"training {shapes}: {_networks(count)}", flush=True)
 
         def on_chunk(step, metrics):
             last = done["last_step"]
@@ -352,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     if spec.save_members:
         print(f"members saved as run folders in {save_members(result, base, out)}")
     print(f"\n{summary}\n")
-    print(f"{members} networks in {wall_s:.0f} s; output: {out}")
+    print(f"{_networks(members)} in {wall_s:.0f} s; output: {out}")
     diverged = [row for row in result.rows() if row["diverged_at_step"] >= 0]
     if diverged:
         print(

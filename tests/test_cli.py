@@ -353,10 +353,12 @@ def test_sweep_progress_is_not_printed_by_other_processes(tmp_path, monkeypatch)
 
     args = ["sweep", "--model", "mlp", "--hidden", "8", "--seeds", "2", "--steps", "20"]
     args += ["--chunk-steps", "10", "--eval-every", "10", "--batch-size", "32", "--no-progress"]
+    status, stdout, _ = run_main([*args, "--model", "mlp", "--seeds", "1", "--out", str(tmp_path)])
+    assert status == 0
+    assert "training model=mlp: 1 network\n" in stdout and "network-steps 20/20" in stdout
     monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # process 1 of 2, say
     status, stdout, _ = run_main([*args, "--out", str(tmp_path / "other")])
     assert status == 0
-    # process 0 prints "training {'model': 'mlp'}: 2 members", "network-steps 20/40  loss ..."
     assert stdout.startswith("sweep of 2 networks (model: 1, seed: 2) on digits")
-    assert "training {" not in stdout and "network-steps" not in stdout
+    assert "training " not in stdout and "network-steps" not in stdout
     assert not (tmp_path / "other").exists()
