@@ -132,10 +132,16 @@ def _parse_value(text: str, current: Any) -> Any:
     if isinstance(current, tuple):
         kinds = {type(v) for v in current} or {str}
         kind = kinds.pop() if len(kinds) == 1 else str
-        return tuple(kind(part) for part in text.split(",") if part)
+        try:
+            return tuple(kind(part) for part in text.split(",") if part)
+        except ValueError:
+            raise ValueError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
     if current is None:
         return text
-    return type(current)(text)
+    try:
+        return type(current)(text)
+    except ValueError:
+        raise ValueError(f"expected {type(current).__name__}, got {text!r}") from None
 
 
 def override(config: Any, assignments: Sequence[str]) -> Any:
@@ -156,7 +162,10 @@ def override(config: Any, assignments: Sequence[str]) -> Any:
             raise ValueError(f"--set expects KEY=VALUE, got {assignment!r}")
         if key not in valid:
             raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
-        changes[key] = _parse_value(text, getattr(config, key))
+        try:
+            changes[key] = _parse_value(text, getattr(config, key))
+        except ValueError as error:  # name the key: the value alone does not say which one
+            raise ValueError(f"config key {key!r}: {error}") from None
     return dataclasses.replace(config, **changes)
 
 

@@ -63,6 +63,11 @@ class Config:
         )
 
 
+def _moves(config: Config) -> list[int]:
+    """The non-zero shifts of ``config.shifts``: those (a) and (b) measure (0 moves nothing)."""
+    return [s for s in config.shifts if s]
+
+
 def pad_digits(x: np.ndarray, pad: int) -> np.ndarray:
     """``[N, 8, 8, 1]`` digits centred on ``[N, 8 + 2 pad, 8 + 2 pad, 1]`` zero canvases."""
     return np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
@@ -126,7 +131,7 @@ def equivariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
             return interior_max(jnp.abs(moved - expected), margin)
 
         scale = float(jnp.max(jnp.abs(fx)))
-        for shift in config.shifts[1:]:
+        for shift in _moves(config):
             margin = (shift + 2 * depth) // stride + 1  # the shift and the receptive-field radius
             errors = [float(error(dr * shift, dc * shift, margin)) for dr, dc in DIRECTIONS]
             rows.append(
@@ -152,7 +157,7 @@ def invariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
         return model.apply(params, state, translate(x, rows, cols))[0]  # [N, H, W, C]
 
     base = features(0, 0)
-    moved = {s: [features(dr * s, dc * s) for dr, dc in DIRECTIONS] for s in config.shifts[1:]}
+    moved = {s: [features(dr * s, dc * s) for dr, dc in DIRECTIONS] for s in _moves(config)}
     rows = []
     for kind in ("max", "avg"):
         for p in config.pool_sizes:
@@ -165,7 +170,7 @@ def invariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
                 norms = jnp.linalg.norm(pooled, axis=1)  # [N]
                 return jnp.mean(jnp.linalg.norm(pooled_shifted - pooled, axis=1) / norms)
 
-            for s in config.shifts[1:]:
+            for s in _moves(config):
                 rows.append(
                     {
                         "pool": kind,
@@ -243,7 +248,7 @@ def plot(config: Config, accuracy: dict[str, np.ndarray], invariance_rows: list[
     left.set_xticks(config.shifts)
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
-    for k, s in enumerate(config.shifts[1:]):
+    for k, s in enumerate(_moves(config)):
         for kind, style in (("max", "o-"), ("avg", "s--")):
             rows = [r for r in invariance_rows if r["pool"] == kind and r["shift"] == s]
             right.plot(
@@ -316,7 +321,7 @@ def run(config: Config) -> dict:
     ]
     invariance_table = []
     for kind in ("max", "avg"):
-        for s in config.shifts[1:]:
+        for s in _moves(config):
             row = {"pool": kind, "shift": s}
             for r in invariance_rows:
                 if r["pool"] == kind and r["shift"] == s:

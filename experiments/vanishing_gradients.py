@@ -426,6 +426,13 @@ def run(config: Config) -> dict:
         raise ValueError(
             f"steps ({config.steps}) must be a multiple of chunk_steps ({config.chunk_steps})"
         )
+    unknown = [a for a in config.activations if a not in DERIVATIVES]
+    if unknown:  # checked before training: the probe needs act'(z) of each activation
+        raise ValueError(
+            f"activations {unknown}: the probe knows act'(z) only of {', '.join(DERIVATIVES)}"
+        )
+    if config.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
     data = jaxdl.data.load(config.data)
     device_data = to_device(data)
     records = []

@@ -30,6 +30,17 @@ def _from_env(value, *names: str) -> str | None:
     return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
+def _int(value, name: str, sources: str) -> int:
+    """``value`` (an int, or the text of an environment variable) as an int, or an error naming
+    ``name`` and where it was read from (``sources``)."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.lstrip("-").isdecimal():
+        return int(text)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"distributed.initialize: {name} ({sources}) must be an int, got {value!r}")
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -70,11 +81,20 @@ def initialize(
                 f"distributed.initialize: {name} {given!r} given but not num_processes "
                 f"(argument, or {ENV_NUM_PROCESSES})"
             )
-    if num is None or int(num) == 1:
+    num_sources = f"argument, or {ENV_NUM_PROCESSES} / SLURM_NTASKS"
+    num = None if num is None else _int(num, "num_processes", num_sources)
+    if num is None or num == 1:
         return False
-    num = int(num)
-    if index is not None and not 0 <= int(index) < num:
-        raise ValueError(f"distributed.initialize: process_id must be in [0, {num}), got {index!r}")
+    if num < 1:
+        raise ValueError(
+            f"distributed.initialize: num_processes ({num_sources}) must be at least 1, got {num}"
+        )
+    if index is not None:
+        index = _int(index, "process_id", f"argument, or {ENV_PROCESS_ID} / SLURM_PROCID")
+        if not 0 <= index < num:
+            raise ValueError(
+                f"distributed.initialize: process_id must be in [0, {num}), got {index!r}"
+            )
     # CPU collectives (so CPU processes can all-reduce): gloo, jax's default in recent versions.
     if jax.config.jax_cpu_collectives_implementation in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -91,7 +111,7 @@ def initialize(
             f"distributed.initialize: num_processes={num} but {' and '.join(missing)} not given "
             f"(arguments, or {ENV_COORDINATOR_ADDRESS} / {ENV_PROCESS_ID})"
         )
-    jax.distributed.initialize(address, num, int(index), local_device_ids=local_device_ids)
+    jax.distributed.initialize(address, num, index, local_device_ids=local_device_ids)
     return True
 
 

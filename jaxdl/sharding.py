@@ -112,6 +112,8 @@ def make_mesh(
       >>> mesh = make_mesh("members=2,data=2")  # 4 devices: 2 groups of members, batch split in 2
     """
     devices = list(jax.devices() if devices is None else devices)
+    if not devices:  # else spec None gives a data axis of size 0, and a batch split by 0
+        raise ValueError("make_mesh: devices is empty; expected at least one device")
     sizes = parse_mesh(spec)
     if not sizes:
         sizes = {DATA: len(devices)}

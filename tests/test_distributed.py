@@ -59,3 +59,17 @@ def test_missing_arguments_are_named(monkeypatch):
     monkeypatch.setenv("JAXDL_NUM_PROCESSES", "2")
     with pytest.raises(ValueError, match="coordinator_address and process_id not given"):
         distributed.initialize()
+
+
+def test_bad_process_counts_are_named(monkeypatch):
+    for name in (*DISTRIBUTED_ENV, "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"num_processes \(.*\) must be at least 1, got 0"):
+        distributed.initialize("127.0.0.1:1234", num_processes=0, process_id=0)
+    monkeypatch.setenv("JAXDL_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="JAXDL_NUM_PROCESSES / SLURM_NTASKS.* int, got 'two'"):
+        distributed.initialize("127.0.0.1:1234", process_id=0)
+    monkeypatch.setenv("JAXDL_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAXDL_PROCESS_ID", "x")
+    with pytest.raises(ValueError, match=r"process_id \(.*JAXDL_PROCESS_ID.*\) .* int, got 'x'"):
+        distributed.initialize("127.0.0.1:1234")

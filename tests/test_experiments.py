@@ -178,3 +178,39 @@ def test_summary_helpers():
     assert common.geomean([1e-2, 1.0]) == pytest.approx(0.1)
     assert math.isnan(common.geomean([1.0, -1.0]))
     assert common.markdown_table([{"a": 1, "b": 0.5}]) == "| a | b |\n|---|---|\n| 1 | 0.5 |"
+
+
+def test_bad_config_values_name_their_key():
+    config = vanishing_gradients.Config()
+    with pytest.raises(ValueError, match="config key 'steps': expected int, got 'abc'"):
+        common.override(config, ["steps=abc"])
+    with pytest.raises(ValueError, match="key 'depths': expected comma-separated ints, got '2,x'"):
+        common.override(config, ["depths=2,x"])
+    with pytest.raises(ValueError, match="config key 'lr': expected float, got 'fast'"):
+        common.override(config, ["lr=fast"])
+
+
+def test_vanishing_gradients_rejects_what_it_cannot_probe(tmp_path):
+    """Checked before any training: the probe has act'(z) of three activations only."""
+    config = dataclasses.replace(
+        vanishing_gradients.Config(), depths=(1,), steps=100, seeds=1, out_dir=str(tmp_path)
+    )
+    with pytest.raises(ValueError, match=r"activations \['gelu'\]: .* only of sigmoid, tanh, relu"):
+        vanishing_gradients.run(dataclasses.replace(config, activations=("gelu",)))
+    with pytest.raises(ValueError, match="seeds must be at least 1, got 0"):
+        vanishing_gradients.run(dataclasses.replace(config, seeds=0))
+    assert not os.listdir(tmp_path)
+
+
+def test_translation_measures_every_nonzero_shift():
+    """(a) and (b) cover each shift given, also when the list does not start at 0."""
+    config = dataclasses.replace(translation.Config(), shifts=(1, 2), pool_sizes=(1, 24))
+    digits = jaxdl.data.load("digits").x_test[:4]
+    x = jax.numpy.asarray(translation.pad_digits(digits, config.probe_pad))  # [4, 24, 24, 1]
+    rows = translation.invariance(config, x, jax.random.key(0))
+    assert sorted((r["pool"], r["window"], r["shift"]) for r in rows) == [
+        (kind, window, shift) for kind in ("avg", "max") for window in (1, 24) for shift in (1, 2)
+    ]
+    rows = translation.equivariance(config, x, jax.random.key(0))
+    assert sorted({r["shift"] for r in rows}) == [1, 2]
+    assert all(r["max_abs_error"] < 1e-5 for r in rows if r["stride"] == 1), rows

@@ -43,6 +43,11 @@ def test_mesh_must_use_every_device():
         sharding.make_mesh("members=2,data=2", devices)
 
 
+def test_mesh_needs_a_device():
+    with pytest.raises(ValueError, match="devices is empty; expected at least one device"):
+        sharding.make_mesh(None, [])
+
+
 def test_batch_and_members_must_split_evenly():
     mesh = sharding.make_mesh("data=1")
     sharding.check_program(mesh, batch_size=3, population=False)
