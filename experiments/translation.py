@@ -124,8 +124,8 @@ def equivariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
         params, state = model.init(key, x[:1])
         fx = jax.jit(model.apply)(params, state, x)[0]  # [N, H', W', C]
 
-        @jax.jit
-        def error(rows, cols, margin, model=model, params=params, state=state, fx=fx, s=stride):
+        @jax.jit  # arrays as arguments: closed over, XLA would fold them in as constants
+        def error(params, x, fx, rows, cols, margin, model=model, state=state, s=stride):
             moved, _ = model.apply(params, state, translate(x, rows, cols))
             expected = translate(fx, rows // s, cols // s)
             return interior_max(jnp.abs(moved - expected), margin)
@@ -133,7 +133,9 @@ def equivariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
         scale = float(jnp.max(jnp.abs(fx)))
         for shift in _moves(config):
             margin = (shift + 2 * depth) // stride + 1  # the shift and the receptive-field radius
-            errors = [float(error(dr * shift, dc * shift, margin)) for dr, dc in DIRECTIONS]
+            errors = [
+                float(error(params, x, fx, dr * shift, dc * shift, margin)) for dr, dc in DIRECTIONS
+            ]
             rows.append(
                 {
                     "stack": label,
@@ -152,31 +154,36 @@ def invariance(config: Config, x: jax.Array, key: jax.Array) -> list[dict]:
     model = conv_stack(1, config.channels)
     params, state = model.init(key, x[:1])
 
+    # Arrays are arguments, not closed over: XLA would fold a closed-over feature map into the
+    # program as a constant, seconds of compiling each time.
     @jax.jit
-    def features(rows, cols):
+    def features(params, x, rows, cols):
         return model.apply(params, state, translate(x, rows, cols))[0]  # [N, H, W, C]
 
-    base = features(0, 0)
-    moved = {s: [features(dr * s, dc * s) for dr, dc in DIRECTIONS] for s in _moves(config)}
+    base = features(params, x, 0, 0)
+    moved = {
+        s: [features(params, x, dr * s, dc * s) for dr, dc in DIRECTIONS] for s in _moves(config)
+    }
     rows = []
     for kind in ("max", "avg"):
         for p in config.pool_sizes:
             pool = jaxdl.pool(kind, p)
 
             @jax.jit
-            def change(shifted, base=base, pool=pool):
+            def change(shifted, base, pool=pool):
                 pooled = pool.apply({}, {}, base)[0].reshape(base.shape[0], -1)  # [N, F]
                 pooled_shifted = pool.apply({}, {}, shifted)[0].reshape(base.shape[0], -1)
                 norms = jnp.linalg.norm(pooled, axis=1)  # [N]
                 return jnp.mean(jnp.linalg.norm(pooled_shifted - pooled, axis=1) / norms)
 
             for s in _moves(config):
+                changes = [change(m, base) for m in moved[s]]
                 rows.append(
                     {
                         "pool": kind,
                         "window": p,
                         "shift": s,
-                        "relative_change": float(np.mean([change(m) for m in moved[s]])),
+                        "relative_change": float(np.mean(changes)),
                     }
                 )
     return rows
