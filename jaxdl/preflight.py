@@ -28,8 +28,7 @@ from jaxdl.sweep_result import SEED_AXES
 from jaxdl.types import Layer
 
 # The lowest value of each traced hyper-parameter and whether that value itself is allowed. A
-# learning rate of 0 is allowed here: it freezes the weights, which tests use to compare a run
-# with its initial params; `jaxdl.config.RunConfig`, what the command line sets, asks for > 0.
+# learning rate must be > 0 (0 would train nothing); a weight decay of 0 is no decay.
 HPARAM_BOUNDS: dict[str, tuple[float, bool]] = {
     "lr": (0.0, False),
     "weight_decay": (0.0, True),
@@ -137,7 +136,7 @@ def check_hparams(hparams: Hparams, *, skip: Sequence[str] = ()) -> None:
 
     Example:
       >>> check_hparams(Hparams(lr=-0.1))
-      ValueError: Hparams.lr must be a finite number >= 0, got -0.1
+      ValueError: Hparams.lr must be a finite number > 0, got -0.1
     """
     for field in Hparams._fields:
         if field not in skip:
@@ -157,6 +156,10 @@ def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
     for name, values in axes.items():
         for value in values:
             if name in HPARAM_BOUNDS:
+                if np.ndim(value) != 0:  # one number per member: a list would broadcast
+                    raise ValueError(
+                        f"sweep axis {name!r}: each value must be a single number, got {value!r}"
+                    )
                 _check_hparam(f"sweep axis {name!r}: each value", name, value)
             elif name in SEED_AXES and (
                 isinstance(value, bool | np.bool_)
@@ -308,10 +311,20 @@ def check_run(
       ValueError: model outputs 5 classes (logits [batch, 5]) but the labels of digits go up to 9...
     """
     axes = axes or {}
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {config!r}")
     check_train_config(config)
     check_axes(axes)
     if hparams is not None:
+        if not isinstance(hparams, Hparams):
+            raise TypeError(f"hparams must be an Hparams, got {hparams!r}")
         check_hparams(hparams, skip=tuple(axes))
+        for field in Hparams._fields:
+            shape = np.shape(getattr(hparams, field))
+            if field not in axes and shape != ():  # one run's: a vector would broadcast
+                raise ValueError(
+                    f"Hparams.{field} must be a single number (shape ()), got shape {shape}"
+                )
     check_data(data)
     steps_per_epoch(int(data.x_train.shape[0]), config.batch_size)  # DataError naming both
     if model is not None:

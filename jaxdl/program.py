@@ -7,6 +7,7 @@ same compiled pieces as a run trained alone.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -112,13 +113,17 @@ def seed_array(seed: int | Sequence[int]) -> np.ndarray:
       ``uint32`` (``int64`` with x64) array of shape ``()`` or ``[members]``.
 
     Raises:
-      ValueError: a seed outside the 64-bit range.
+      ValueError: a seed that is not an int (``1.5``, ``True``, ``"3"``: `int` would silently
+        turn each into another seed), or one outside the 64-bit range.
     """
     scalar = np.ndim(seed) == 0
-    values = [int(s) for s in (np.ravel(seed) if scalar else seed)]
+    values = list(np.ravel(seed) if scalar else seed)
     for value in values:
-        if value not in SEED_RANGE:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+            raise ValueError(f"seed must be an int, got {seed if scalar else value!r}")
+        if int(value) not in SEED_RANGE:
             raise ValueError(f"seed {value} does not fit in 64 bits ([-2**63, 2**63))")
+    values = [int(value) for value in values]
     if jax.config.jax_enable_x64:
         seeds = np.asarray(values, dtype=np.int64)
     else:
@@ -264,6 +269,16 @@ def run_program(
     timings = {"compile_s": 0.0, "run_s": 0.0}
     step = int(np.min(sharding.fetch(state.step)))
     plan = chunk_plan(config)
+    ends = set(itertools.accumulate(plan))
+    if step != 0 and step not in ends:
+        # Chunks have fixed lengths: one begun mid-chunk would run past ``config.steps`` and
+        # record every later chunk at the wrong step.
+        raise ValueError(
+            f"run_program: the state is at step {step}, not a chunk end of this run "
+            f"(steps={config.steps}, chunk_steps={config.chunk_steps}: chunks end at multiples "
+            f"of {plan[0]} and at {config.steps}); resume a checkpoint with the steps and "
+            f"chunk_steps it was saved with"
+        )
     done = 0
     for size in plan:
         if done + size <= step:  # a restored state is already past this chunk

@@ -78,9 +78,10 @@ class TrainConfig:
 
     def __post_init__(self):
         optimizers.check_names(self.optimizer, self.schedule)
-        for field in ("steps", "batch_size", "chunk_steps", "eval_every", "eval_batch_size"):
+        counts = ("steps", "batch_size", "chunk_steps", "eval_every", "eval_batch_size", "unroll")
+        for field in counts:
             value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{field} must be a positive int, got {value!r}")
         for field in ("record_grad_norms", "skip_nonfinite"):
             if not isinstance(getattr(self, field), bool):
@@ -203,7 +204,8 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
       ``step`` taking a `TrainState`, `Hparams`, inputs ``x`` ``[batch, ...]`` and labels ``y``
       ``[batch]``; it returns the new state and ``{"loss": (), "accuracy": ()}`` (plus
       ``"grad_norm": {layer: ()}`` when ``config.record_grad_norms``). A step whose loss or
-      gradients are non-finite sets ``diverged_at`` and (unless ``config.skip_nonfinite`` is
+      gradients are non-finite (or whose gradients' global norm overflows float32, beyond about
+      1.8e19) sets ``diverged_at`` and (unless ``config.skip_nonfinite`` is
       False) leaves the params and the model state unchanged; so do all later steps. The
       optimiser of a skipped step gets zero gradients (Adam's moments decay) and its update is
       dropped.
@@ -219,7 +221,7 @@ def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softma
             state.params, state.model_state, x, y, dropout_key
         )
         # One reduction detects NaN/inf anywhere in the gradients (a NaN or an overflow makes
-        # the global norm non-finite).
+        # the global norm non-finite; so does a norm past float32's range, about 1.8e19).
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         if config.skip_nonfinite:
             # A skipped step: zero gradients into the optimiser, the old params kept. Both are

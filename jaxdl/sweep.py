@@ -67,6 +67,8 @@ def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
       ``[{axis_name: value}, ...]`` with the last axis varying fastest; a list value (a width
       list ``[64, 64]``) becomes a tuple, so that members can be grouped and summarised by it.
     """
+    if not isinstance(axes, Mapping):
+        raise TypeError(f"sweep: axes must be a mapping {{axis: [values]}}, got {axes!r}")
     for name, values in axes.items():
         if isinstance(values, str | bytes) or not isinstance(values, Sequence | range):
             raise ValueError(f"sweep axis {name!r}: expected a list of values, got {values!r}")
@@ -429,6 +431,14 @@ def sweep(
         raise ValueError(
             f'sweep: chunk_members={chunk_members} needs strategy="chunked", got {strategy!r}'
         )
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {config!r}")
+    fields = [field.name for field in dataclasses.fields(TrainConfig)]
+    unknown = [name for name in config_overrides if name not in fields]
+    if unknown:
+        raise TypeError(
+            f"sweep: unknown TrainConfig field(s) {unknown}; valid: {', '.join(fields)}"
+        )
     config = dataclasses.replace(config or TrainConfig(), **config_overrides)
     members = members_of(axes)
     groups = _groups(members)
@@ -436,7 +446,8 @@ def sweep(
         static_axes = [name for name, _ in groups[0].static]
         raise ValueError(
             f"sweep axes {static_axes} change the model: pass model as a function "
-            f"model({', '.join(static_axes)}) -> Layer"
+            f"model({', '.join(static_axes)}) -> Layer (the axes that do not change it: "
+            f"{', '.join(TRACED_AXES)})"
         )
     check_fits(config, data, model, hparams, axes=axes)
     device_data = to_device(data, mesh)

@@ -123,6 +123,7 @@ def fit(
       >>> history["test_accuracy"][-1]
     """
     check_fits(config, data, model, hparams)  # before anything compiles
+    seeds = seed_array(seed)  # a ValueError unless an int
     if checkpointer is not None and not resume and checkpointer.steps():
         raise CheckpointError(
             f"{checkpointer.directory} holds checkpoints of an earlier run (steps "
@@ -131,9 +132,7 @@ def fit(
     device_data = to_device(data, mesh)
     example = example_input(device_data.x_train)
     program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)
-    seeds, hparams = sharding.place_run(
-        (seed_array(seed), hparams.as_arrays()), mesh, population=False
-    )
+    seeds, hparams = sharding.place_run((seeds, hparams.as_arrays()), mesh, population=False)
     state = program.init(seeds, seeds, hparams)
     on_state = None
     if checkpointer is not None:

@@ -128,6 +128,30 @@ LIBRARY_CASES = {
         ValueError,
         "Hparams.lr must be a finite number > 0, got inf",
     ),
+    "lr-vector": (  # broadcast into every weight: a shape error deep in the first trace
+        MLP,
+        TOY,
+        CONFIG,
+        Hparams(lr=np.array([0.1, 0.2])),
+        ValueError,
+        "Hparams.lr must be a single number (shape ()), got shape (2,)",
+    ),
+    "config-not-a-train-config": (
+        MLP,
+        TOY,
+        {"steps": 4},
+        Hparams(),
+        TypeError,
+        "config must be a TrainConfig, got {'steps': 4}",
+    ),
+    "hparams-not-hparams": (
+        MLP,
+        TOY,
+        CONFIG,
+        {"lr": 0.1},
+        TypeError,
+        "hparams must be an Hparams, got {'lr': 0.1}",
+    ),
     "lr-string": (
         MLP,
         TOY,
@@ -360,6 +384,20 @@ SWEEP_CASES = {
         "model outputs 5 classes (logits [batch, 5]) but the labels of toy go up to 9: "
         "build it with num_classes=10 or more",
     ),
+    "lr-axis-value-a-list": (  # was a shape error deep in the first trace
+        {"lr": [[1e-3, 1e-2]]},
+        MLP,
+        ValueError,
+        "sweep axis 'lr': each value must be a single number, got [0.001, 0.01]",
+    ),
+    "misspelt-traced-axis-with-a-layer": (
+        {"lrr": [1e-3]},
+        MLP,
+        ValueError,
+        "sweep axes ['lrr'] change the model: pass model as a function model(lrr) -> Layer "
+        "(the axes that do not change it: seed, init_seed, data_seed, lr, weight_decay, "
+        "init_scale)",
+    ),
     "axis-the-model-function-does-not-take": (
         {"widht": [8]},
         lambda hidden: jaxdl.mlp(hidden=(hidden,)),
@@ -376,6 +414,18 @@ def test_sweep_refuses_bad_axes_before_compiling(no_compiling, axes, model, erro
     with pytest.raises(error) as raised:
         jaxdl.sweep(model, TOY, axes, config=CONFIG)
     assert str(raised.value) == message
+
+
+def test_sweep_names_unknown_config_fields_and_axes_not_given_as_a_mapping(no_compiling):
+    # were a TypeError from TrainConfig.__init__ listing nothing, and an AttributeError
+    with pytest.raises(
+        TypeError,
+        match=r"^sweep: unknown TrainConfig field\(s\) \['stepz'\]; "
+        r"valid: steps, batch_size, .*skip_nonfinite$",
+    ):
+        jaxdl.sweep(MLP, TOY, {"seed": [0]}, config=CONFIG, stepz=4)
+    with pytest.raises(TypeError, match=r"^sweep: axes must be a mapping \{axis: \[values\]\}"):
+        jaxdl.sweep(MLP, TOY, [("seed", [0])], config=CONFIG)
 
 
 def test_an_axis_replaces_the_base_hparams_value_it_would_check(no_compiling):

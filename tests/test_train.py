@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import jaxdl
 from jaxdl import optimizers, train
+from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.batching import chunk_indices
 from jaxdl.train import Hparams, TrainConfig
 
@@ -193,6 +194,16 @@ def test_seed_array_keeps_the_low_32_bits_of_each_seed():
 def test_seed_array_refuses_seeds_jax_random_key_refuses(seed):
     with pytest.raises(ValueError, match=r"does not fit in 64 bits"):
         train.seed_array(seed)
+
+
+@pytest.mark.parametrize("seed", [1.5, True, "3", np.float32(2.0), np.array(1.0), [0, 1.5]])
+def test_seed_array_refuses_seeds_that_are_not_ints(seed, small, monkeypatch):
+    # int() made 1.5 seed 1, True seed 1 and "3" seed 3: another run than the one asked for
+    with pytest.raises(ValueError, match=r"^seed must be an int, got "):
+        train.seed_array(seed)
+    monkeypatch.setattr(train, "build_program", None)  # fit must refuse before building
+    with pytest.raises(ValueError, match=r"^seed must be an int, got "):
+        jaxdl.fit(jaxdl.mlp(hidden=(8,)), small, TrainConfig(batch_size=32), seed=seed)
 
 
 @pytest.mark.parametrize("seed", [-3, 2**32 + 3, 5])
@@ -491,10 +502,20 @@ def test_unknown_names_raise_listing_the_valid_ones():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("steps", 0), ("steps", -5), ("batch_size", 0), ("batch_size", -1), ("steps", 2.5)],
+    [
+        ("steps", 0),
+        ("steps", -5),
+        ("batch_size", 0),
+        ("batch_size", -1),
+        ("steps", 2.5),
+        ("steps", True),  # a bool is an int to isinstance: it trained 1 step
+        ("unroll", 0),  # lax.scan took it silently
+        ("unroll", 2.5),
+        ("unroll", "2"),  # was a TypeError naming no field, at the first chunk
+    ],
 )
 def test_train_config_rejects_non_positive_sizes(field, value):
-    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+    with pytest.raises(ValueError, match=f"^TrainConfig.{field} must be a positive int, got"):
         TrainConfig(**{field: value})
 
 
@@ -618,3 +639,22 @@ def test_run_program_logs_a_chunk_before_checkpointing_it(small):
         on_state=lambda step, _: calls.append(("checkpoint", step)),
     )
     assert calls == [("log", 2), ("checkpoint", 2), ("log", 4), ("checkpoint", 4)]
+
+
+def test_a_checkpoint_off_this_runs_chunk_ends_is_refused_not_overrun(small, tmp_path):
+    # saved at step 7 with chunk_steps=7; resumed with chunk_steps=5 the chunks of 5 ran from
+    # step 7 (to 12, then 17 of 15 steps) and the history called those steps 10 and 15
+    model = jaxdl.mlp(hidden=(8,))
+    saved = TrainConfig(steps=7, batch_size=32, chunk_steps=7, eval_every=7)
+    jaxdl.fit(model, small, saved, checkpointer=Checkpointer(tmp_path, every=7))
+    for steps, chunk_steps in ((15, 5), (5, 5)):  # mid-chunk, and past the run's end
+        config = TrainConfig(steps=steps, batch_size=32, chunk_steps=chunk_steps)
+        with pytest.raises(ValueError, match=r"state is at step 7, not a chunk end .*steps="):
+            jaxdl.fit(model, small, config, checkpointer=Checkpointer(tmp_path), resume=True)
+    # on a chunk end it resumes
+    longer = TrainConfig(steps=14, batch_size=32, chunk_steps=7, eval_every=7)
+    state, history = jaxdl.fit(
+        model, small, longer, checkpointer=Checkpointer(tmp_path, every=7), resume=True
+    )
+    assert int(state.step) == 14
+    np.testing.assert_array_equal(history["step"], [14])
