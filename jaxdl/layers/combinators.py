@@ -41,6 +41,23 @@ def _located(name, fn, *args, **kwargs):
         raise error.within(name) from None
 
 
+def _run_layers(named, params, state, x, key, train):
+    """Yields ``(name, output, new state)`` of each layer in turn, each fed the previous
+    output; ``key`` (if any) is split into one key per layer."""
+    keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
+    for (name, layer), layer_key in zip(named, keys, strict=True):
+        x, s = _located(
+            name,
+            layer.apply,
+            params.get(name, {}),
+            state.get(name, {}),
+            x,
+            key=layer_key,
+            train=train,
+        )
+        yield name, x, s
+
+
 def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
     """Chains layers: the output of each is the input of the next.
 
@@ -76,18 +93,8 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
         return params, state
 
     def apply(params, state, x, *, key=None, train=False):
-        keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
         new_state = {}
-        for (name, layer), layer_key in zip(named, keys, strict=True):
-            x, s = _located(
-                name,
-                layer.apply,
-                params.get(name, {}),
-                state.get(name, {}),
-                x,
-                key=layer_key,
-                train=train,
-            )
+        for name, x, s in _run_layers(named, params, state, x, key, train):
             if s:
                 new_state[name] = s
         return x, new_state
@@ -109,18 +116,4 @@ def serial_outputs(entries, params, state, x, *, key=None, train=False) -> dict[
     Returns:
       ``{name: output}`` in layer order; the last is the model's output.
     """
-    named = _named(entries)
-    keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
-    outputs = {}
-    for (name, layer), layer_key in zip(named, keys, strict=True):
-        x, _ = _located(
-            name,
-            layer.apply,
-            params.get(name, {}),
-            state.get(name, {}),
-            x,
-            key=layer_key,
-            train=train,
-        )
-        outputs[name] = x
-    return outputs
+    return {name: y for name, y, _ in _run_layers(_named(entries), params, state, x, key, train)}
