@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdl._checks import is_count
 from jaxdl.io import write_json_atomic
 from jaxdl.step import TrainState
 
@@ -84,13 +85,13 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, *, every: int = 500, keep: int = 3):
-        import orbax.checkpoint as ocp  # heavy: imported only when checkpointing
-
         for field, value in (("every", every), ("keep", keep)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_count(value):
                 raise CheckpointError(
                     f"Checkpointer {field} must be a positive int, got {value!r} ({directory})"
                 )
+        import orbax.checkpoint as ocp  # heavy: imported only when checkpointing
+
         self._ocp = ocp
         self._written: set[int] = set()  # steps this Checkpointer saved
         self.directory = os.path.abspath(directory)
@@ -143,6 +144,9 @@ class Checkpointer:
 
     def save(self, step: int, state: TrainState, *, force: bool = False) -> bool:
         """Saves ``state`` as step ``step`` if it is due (a multiple of ``every``) or ``force``.
+
+        A step this `Checkpointer` already saved is not saved again; a step already on disk from
+        before (the damaged checkpoint a resumed run fell back from) is replaced.
 
         Args:
           step: the step the state has reached.

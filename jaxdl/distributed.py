@@ -33,10 +33,12 @@ def _from_env(value, *names: str) -> str | None:
 def _int(value, name: str, sources: str) -> int:
     """``value`` (an int, or the text of an environment variable) as an int, or an error naming
     ``name`` and where it was read from (``sources``)."""
-    text = value.strip() if isinstance(value, str) else None
-    if text is not None and text.lstrip("-").isdecimal():
-        return int(text)
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool):
         return int(value)
     raise ValueError(f"distributed.initialize: {name} ({sources}) must be an int, got {value!r}")
 
@@ -67,6 +69,11 @@ def initialize(
 
     Returns:
       Whether the run has several processes (``False``: single process, nothing was done).
+
+    Raises:
+      ValueError: a count that is not an int, ``num_processes < 1``, ``process_id`` outside
+        ``[0, num_processes)``, or a coordinator or ``process_id`` without ``num_processes``
+        (or, with several processes, ``num_processes`` without them).
 
     Example:
       >>> jaxdl.distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=rank)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdl import losses
+from jaxdl._checks import is_count
 from jaxdl.data.device import DeviceData
 from jaxdl.step import LossFn, TrainConfig, TrainState
 from jaxdl.types import Layer
@@ -38,9 +39,9 @@ def evaluate(
       ``{"loss": (), "accuracy": ()}`` averaged over the ``N`` examples.
     """
     n = x.shape[0]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_count(batch_size):
         raise ValueError(f"evaluate: batch_size must be a positive int, got {batch_size!r}")
-    batch_size = min(batch_size, n)
+    batch_size = min(int(batch_size), n)
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
     xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(

@@ -129,6 +129,10 @@ def append_jsonl(path: PathLike, row: Mapping[str, Any], *, after_step: str | No
 
     Returns:
       None.
+
+    Raises:
+      ValueError: with ``after_step``, a line of the file that is not a JSON object with a
+        numeric ``after_step`` (the message names the file and the line).
     """
     try:
         with open(path, "rb") as f:

@@ -289,9 +289,10 @@ def check_run(
 ) -> None:
     """Every check of a run (or a sweep) that needs no compilation, cheapest first.
 
-    The order: the optimiser settings (`check_train_config`), the sweep axes (`check_axes`), the
-    hyper-parameters (`check_hparams`), the data (`check_data`), the batch size against the
-    training set, then each model against the data (`check_model`).
+    The order: the types of ``config`` and ``hparams``, the optimiser settings
+    (`check_train_config`), the sweep axes (`check_axes`), the hyper-parameters (`check_hparams`;
+    each a single number), the data (`check_data`), the batch size against the training set,
+    then each model against the data (`check_model`).
 
     Args:
       model: the `Layer`; in a sweep, possibly ``model(**static_values) -> Layer``; ``None``
@@ -303,8 +304,9 @@ def check_run(
       axes: a sweep's ``{axis: values}``.
 
     Returns:
-      None. Raises a ValueError (a `jaxdl.data.DataError` for the data, a `jaxdl.LayerError`
-      for a layer refusing its input) naming the field, the expected and the actual value.
+      None. Raises a TypeError for a ``config`` or ``hparams`` of another type, else a ValueError
+      (a `jaxdl.data.DataError` for the data, a `jaxdl.LayerError` for a layer refusing its
+      input) naming the field, the expected and the actual value.
 
     Example:
       >>> check_run(jaxdl.mlp(num_classes=5), jaxdl.data.load("digits"), TrainConfig())

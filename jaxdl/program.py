@@ -119,8 +119,12 @@ def seed_array(seed: int | Sequence[int]) -> np.ndarray:
     scalar = np.ndim(seed) == 0
     values = list(np.ravel(seed) if scalar else seed)
     for value in values:
-        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        # an int, a NumPy int or an integer 0-d array (JAX's too); bool is not an integer dtype
+        integer = isinstance(value, int) or np.issubdtype(np.asarray(value).dtype, np.integer)
+        if isinstance(value, bool) or not integer:
             raise ValueError(f"seed must be an int, got {seed if scalar else value!r}")
+        if np.ndim(value) != 0:
+            raise ValueError(f"seeds must be ints (one per member), got {value!r}")
         if int(value) not in SEED_RANGE:
             raise ValueError(f"seed {value} does not fit in 64 bits ([-2**63, 2**63))")
     values = [int(value) for value in values]
@@ -251,7 +255,8 @@ def run_program(
     Args:
       program: from `build_program`.
       config: the run's `TrainConfig`.
-      state: the state to start from (step 0, or a restored checkpoint).
+      state: the state to start from: step 0, or a restored checkpoint at a chunk end of this
+        ``config`` (another step is a ValueError).
       hparams: the run's `Hparams` (arrays).
       data: the `DeviceData`.
       on_chunk: called after every chunk with the step reached and that chunk's metrics (plus

@@ -232,8 +232,9 @@ def train_and_evaluate(
       on_chunk: also called after every chunk, after the row is written (progress bars).
       resume: continue from the newest valid checkpoint in ``<out>/checkpoints`` (bit-identical
         to an uninterrupted run); metrics rows past it are replaced, and the results and curves
-        cover the whole run (the rows before it read back from ``metrics.jsonl``). Without it,
-        a folder that already holds checkpoints is refused (`CheckpointError`).
+        cover the whole run (the rows before it read back from ``metrics.jsonl``; the wall and
+        compile times are this session's). Without it, a folder that already holds checkpoints
+        is refused (`CheckpointError`).
       mesh: a `jaxdl.sharding.make_mesh` mesh for data-parallel training; with several processes
         only process 0 writes the folder's files (every process takes part in checkpoints).
 
@@ -314,8 +315,9 @@ def _with_logged_past(history: History, metrics_path: str) -> History:
     """A resumed run's ``history`` with the chunks before it prepended from ``metrics.jsonl``.
 
     The rows before the first resumed step were logged by the interrupted run (the resumed one
-    replaced the rest), so the results and curves cover the whole run, as an unbroken run's do.
-    Rows logged without ``test_loss`` (by an earlier jaxdl) read it back as NaN.
+    replaced the rest), so the results and curves cover the whole run, as an unbroken run's do;
+    the timings stay this session's. Rows logged without ``test_loss`` (by an earlier jaxdl) read
+    it back as NaN, and so do the per-layer ``grad_norm`` of the logged chunks (not logged).
     """
     if not os.path.exists(metrics_path):
         return history
@@ -341,6 +343,11 @@ def _with_logged_past(history: History, metrics_path: str) -> History:
     for key, value in logged.items():
         resumed = np.asarray(history.get(key, ()), value.dtype)
         whole[key] = np.concatenate([value, resumed])
+    if "grad_norm" in history:  # [chunks] per layer, as "step"
+        whole["grad_norm"] = {
+            layer: np.concatenate([np.full(len(past), np.nan), np.asarray(norms, np.float64)])
+            for layer, norms in history["grad_norm"].items()
+        }
     whole.timings = getattr(history, "timings", {})
     return whole
 

@@ -20,6 +20,7 @@ from jax import lax
 from jax.sharding import Mesh
 
 from jaxdl import losses, optimizers, sharding
+from jaxdl._checks import is_count
 from jaxdl.data.batching import chunk_indices
 from jaxdl.data.device import DeviceData
 from jaxdl.types import Layer
@@ -81,8 +82,9 @@ class TrainConfig:
         counts = ("steps", "batch_size", "chunk_steps", "eval_every", "eval_batch_size", "unroll")
         for field in counts:
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_count(value):
                 raise ValueError(f"TrainConfig.{field} must be a positive int, got {value!r}")
+            object.__setattr__(self, field, int(value))  # a NumPy int, too, becomes a Python int
         for field in ("record_grad_norms", "skip_nonfinite"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(

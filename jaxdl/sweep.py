@@ -75,8 +75,13 @@ def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if len(values) == 0:
             raise ValueError(f"sweep axis {name!r} has no values")
     names = list(axes)
-    values = [[tuple(v) if isinstance(v, list) else v for v in axis] for axis in axes.values()]
+    values = [[_hashable(v) for v in axis] for axis in axes.values()]
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _hashable(value):
+    """``value`` with every list in it turned into a tuple (members are grouped by value)."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 def _member_seeds(member: Mapping[str, Any]) -> tuple[int, int]:

@@ -124,10 +124,11 @@ def fit(
     """
     check_fits(config, data, model, hparams)  # before anything compiles
     seeds = seed_array(seed)  # a ValueError unless an int
-    if checkpointer is not None and not resume and checkpointer.steps():
+    earlier = [] if checkpointer is None or resume else checkpointer.steps()
+    if earlier:
         raise CheckpointError(
-            f"{checkpointer.directory} holds checkpoints of an earlier run (steps "
-            f"{checkpointer.steps()}): pass resume=True to continue it, or use a new folder"
+            f"{checkpointer.directory} holds checkpoints of an earlier run (steps {earlier}): "
+            "pass resume=True to continue it, or use a new folder"
         )
     device_data = to_device(data, mesh)
     example = example_input(device_data.x_train)

@@ -169,3 +169,8 @@ def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(data, tmp_path):
     with pytest.raises(CheckpointError, match=pattern):
         fit(model, data, shorter, checkpointer=Checkpointer(tmp_path, every=20), seed=1)
     assert Checkpointer(tmp_path).steps() == [20, 40, 60]  # the earlier run's, untouched
+
+
+def test_checkpointer_takes_numpy_integers(tmp_path):
+    checkpointer = Checkpointer(tmp_path, every=np.int64(20), keep=np.int32(2))
+    assert checkpointer.due(40) and not checkpointer.due(30)

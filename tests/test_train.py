@@ -658,3 +658,12 @@ def test_a_checkpoint_off_this_runs_chunk_ends_is_refused_not_overrun(small, tmp
     )
     assert int(state.step) == 14
     np.testing.assert_array_equal(history["step"], [14])
+
+
+def test_integer_arguments_may_be_numpy_or_jax_integers():
+    np.testing.assert_array_equal(train.seed_array(jnp.arange(3)), [0, 1, 2])
+    np.testing.assert_array_equal(train.seed_array([np.int64(4), jnp.uint32(5)]), [4, 5])
+    config = TrainConfig(steps=np.int64(20), batch_size=np.int32(16))
+    assert type(config.steps) is int and type(config.batch_size) is int  # JSON-ready
+    assert jaxdl.data.steps_per_epoch(np.int64(10), np.int32(3)) == 3
+    assert type(jaxdl.data.steps_per_epoch(np.int64(10), np.int32(3))) is int

@@ -13,12 +13,11 @@ examples and 500 µs with 60,000, as ``jax.random.permutation`` took).
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdl._checks import is_count
 from jaxdl.data.dataset import DataError
 
 # Half-rounds of the Feistel network (each half rewritten 12 times). With 6 or 8, the orders of
@@ -37,13 +36,13 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
       ``num_examples // batch_size``, a Python int.
     """
     for field, value in (("num_examples", num_examples), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if not is_count(value, minimum=0):
             raise DataError(f"{field} must be a static int, got {value!r}")
     if batch_size <= 0 or batch_size > num_examples:
         raise DataError(
             f"batch_size must be in [1, num_examples={num_examples}], got batch_size={batch_size}"
         )
-    return num_examples // batch_size
+    return int(num_examples) // int(batch_size)
 
 
 def _mix32(x: jax.Array) -> jax.Array:
@@ -178,7 +177,7 @@ def chunk_indices(
       >>> idx = chunk_indices(key, step, 100, ds.num_train, 32)  # [100, 32]
       >>> xs = x_train[idx]  # [100, 32, ...features]: one batch per step, for a lax.scan
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+    if not is_count(num_steps):
         raise DataError(f"num_steps must be a positive static int, got {num_steps!r}")
     spe = steps_per_epoch(num_examples, batch_size)
     steps = jnp.asarray(start_step, jnp.int32) + jnp.arange(num_steps, dtype=jnp.int32)

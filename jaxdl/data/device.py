@@ -29,9 +29,17 @@ class DeviceData(NamedTuple):
 
 
 def example_input(x) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of one example of ``x`` (``[N, ...features]``), batched:
-    ``[1, ...features]`` in JAX's dtype for it, what a model's ``init`` reads. Slicing a device
-    array (``x[:1]``) instead would compile a program before the run's own."""
+    """The example input a model's ``init`` reads: the shape and dtype of one example of ``x``.
+
+    Slicing a device array (``x[:1]``) instead would compile a program before the run's own.
+
+    Args:
+      x: inputs ``[N, ...features]``: a NumPy or JAX array (only its shape and dtype are read).
+
+    Returns:
+      A ``jax.ShapeDtypeStruct`` of shape ``[1, ...features]`` in JAX's dtype for ``x``'s
+      (float64 becomes float32 unless ``jax_enable_x64``).
+    """
     return jax.ShapeDtypeStruct((1, *x.shape[1:]), jax.dtypes.canonicalize_dtype(x.dtype))
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from jaxdl import initializers
+from jaxdl._checks import is_count
 from jaxdl.types import Initializer, InputLike, LayerError
 
 
@@ -19,11 +20,6 @@ def shape_of(x: InputLike) -> tuple[int, ...]:
 def param_dtype(x: InputLike):
     """Parameters take the input's dtype when it is floating (float64 for gradient checks)."""
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-
-
-def is_count(value) -> bool:
-    """Whether ``value`` is a positive whole number: an int or a NumPy int, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def bias_initializer(kind: str, b_init) -> Initializer:

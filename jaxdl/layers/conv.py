@@ -38,6 +38,8 @@ def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple
                 kind, f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}"
             )
         return padding.upper()
+    if isinstance(padding, bool):
+        raise LayerError(kind, f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
     if isinstance(padding, numbers.Integral):
         if padding < 0:
             raise LayerError(kind, f"padding must be a non-negative int, got {padding!r}")
@@ -50,7 +52,7 @@ def explicit_padding(padding: Padding, ndim: int, kind: str) -> str | list[tuple
         raise LayerError(kind, f"padding needs {ndim} (low, high) pairs, got {padding!r}")
     # Counts of zeros: a float would be truncated by one implementation and refused by another,
     # a negative count crops (and breaks im2col).
-    if any(not isinstance(v, numbers.Integral) or v < 0 for p in pairs for v in p):
+    if not all(is_count(v, minimum=0) for p in pairs for v in p):
         raise LayerError(
             kind, f"padding pairs must hold non-negative ints (zeros added), got {padding!r}"
         )
@@ -166,7 +168,7 @@ def conv(
       ndim: number of spatial axes; ``None`` takes it from a tuple ``kernel`` or from the input
         (rank minus 2). `conv1d` and `conv2d` fix it.
       w_init: initialiser of ``w`` (``[*kernel, in, features]``), a name or a function.
-      b_init: initialiser of ``b`` (``[features]``).
+      b_init: initialiser of ``b`` (``[features]``); not a scheme scaled by fan-in/fan-out.
       init_scale: multiplies the initial ``w``.
       use_bias: whether to add ``b``.
       impl: how the convolution is computed (the results agree to float rounding):

@@ -23,7 +23,7 @@ def dense(
       features: number of output units.
       w_init: initialiser of ``w`` (``[in, features]``): a name from `jaxdl.initializers.NAMES` or a
         function ``(key, shape, dtype) -> array``.
-      b_init: initialiser of ``b`` (``[features]``).
+      b_init: initialiser of ``b`` (``[features]``); not a scheme scaled by fan-in/fan-out.
       init_scale: multiplies the initial ``w``.
       use_bias: whether to add ``b``.
 

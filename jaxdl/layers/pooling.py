@@ -44,8 +44,7 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
         if not isinstance(pads, str) and any(max(p) >= w for p, w in zip(pads, win, strict=True)):
             raise LayerError(
                 kind,
-                f"padding {padding!r} must be smaller than the window {win} on every side, "
-                f"got input shape {x.shape}",
+                f"padding {padding!r} must be smaller than the window {win} on every side",
             )
         check_fits(kind, x.shape, win, (1,) * n, pads)
         return n, win, strides, _zero_padding_as_valid(pads, x.shape[1:-1], win, strides)
