@@ -225,8 +225,8 @@ def shifted_accuracy(config: Config, data, result, model: jaxdl.Layer) -> np.nda
     params = jax.tree.map(lambda *p: jnp.stack(p), *[s.params for s in result.states])
     model_state = jax.tree.map(lambda *p: jnp.stack(p), *[s.model_state for s in result.states])
 
-    @jax.jit
-    def accuracy(rows, cols):
+    @jax.jit  # arrays as arguments, as in (a) and (b)
+    def accuracy(params, model_state, x, y, rows, cols):
         moved = translate(x, rows, cols)
 
         def one(params, model_state):
@@ -237,7 +237,8 @@ def shifted_accuracy(config: Config, data, result, model: jaxdl.Layer) -> np.nda
     table = []
     for s in config.shifts:
         moves = DIRECTIONS if s else ((0, 0),)
-        table.append(np.mean([np.asarray(accuracy(dr * s, dc * s)) for dr, dc in moves], 0))
+        accuracies = [accuracy(params, model_state, x, y, dr * s, dc * s) for dr, dc in moves]
+        table.append(np.mean([np.asarray(a) for a in accuracies], 0))
     return np.stack(table, axis=1)  # [seeds, shifts]
 
 

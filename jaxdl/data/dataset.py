@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxdl._checks import is_count
+
 
 class DataError(ValueError):
     """A data set that cannot be loaded or is malformed; the message names the file or split."""
@@ -78,8 +80,8 @@ def _check_count(field: str, count: int | None, available: int, name: str) -> in
     """``count`` if it is a positive int no larger than ``available``; ``available`` if None."""
     if count is None:
         return available
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    if not is_count(count):
         raise DataError(f"{name}: subset {field} must be a positive int, got {count!r}")
     if count > available:
         raise DataError(f"{name}: subset asked for {field}={count} but the split has {available}")
-    return count
+    return int(count)

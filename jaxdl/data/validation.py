@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl._checks import is_count
 from jaxdl.data.dataset import DataError
 
 
@@ -91,7 +92,7 @@ def _check_labels(y: np.ndarray, num_classes: int | None, name: str) -> None:
     """Every label in ``[0, num_classes)`` (``>= 0`` if ``num_classes`` is None)."""
     if num_classes is None:
         bad, what = y < 0, "negative label(s)"
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    elif not is_count(num_classes):
         raise DataError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
     else:
         bad, what = (y < 0) | (y >= num_classes), f"label(s) outside [0, {num_classes})"
