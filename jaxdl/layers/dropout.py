@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 
+from jaxdl._checks import is_number
 from jaxdl.types import Layer, LayerError
 
 
@@ -22,8 +21,7 @@ def dropout(rate: float) -> Layer:
       A parameter-free `Layer` mapping ``[batch, ...]`` to the same shape. In training its
       ``apply`` needs ``key``.
     """
-    # numbers.Real: also NumPy scalars (a rate from a np.linspace grid); not bool.
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+    if not is_number(rate) or not 0.0 <= rate < 1.0:  # a NumPy scalar too (np.linspace grids)
         raise LayerError(
             "dropout", f"rate (fraction of units zeroed) must be in [0, 1), got {rate!r}"
         )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdl._checks import is_number
 from jaxdl.layers._util import param_dtype, per_channel, shape_of
 from jaxdl.types import Layer, LayerError
 
@@ -27,7 +26,7 @@ def _check_channels(kind: str, params, x) -> None:
 
 
 def _check_epsilon(kind: str, epsilon) -> None:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
+    if not is_number(epsilon) or not epsilon > 0:
         raise LayerError(kind, f"epsilon (added to the variance) must be > 0, got {epsilon!r}")
 
 
