@@ -75,6 +75,21 @@ def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> st
     return "; ".join(parts)
 
 
+def saved_steps(directory: str | os.PathLike) -> list[int]:
+    """The steps saved in a checkpoint folder (its step-named subfolders), without opening it
+    with orbax: none if the folder does not exist.
+
+    Args:
+      directory: a `Checkpointer`'s folder.
+
+    Returns:
+      The steps, ascending.
+    """
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 class Checkpointer:
     """Saves a run's state every ``every`` steps and at the end, keeping the newest ``keep``.
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import distributed, sharding
-from jaxdl.checkpoint import Checkpointer, CheckpointError
+from jaxdl.checkpoint import Checkpointer, CheckpointError, saved_steps
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
@@ -251,7 +251,7 @@ def train_and_evaluate(
     out_dir = cfg.out if cfg.out is not None else default_out_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)  # config.json names its own folder
 
-    saved = _saved_steps(checkpoint_dir(out_dir))
+    saved = saved_steps(checkpoint_dir(out_dir))
     if saved and not resume:  # its checkpoints would outlive this run's, under its config
         raise CheckpointError(
             f"{out_dir} holds checkpoints of an earlier run (steps {saved}): resume it "
@@ -302,13 +302,6 @@ def train_and_evaluate(
         if writer is not None:
             writer.close()
     return RunOutcome(state, history, results, out_dir)
-
-
-def _saved_steps(directory: str) -> list[int]:
-    """The step folders in a checkpoint folder (none if it does not exist)."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
 def _with_logged_past(history: History, metrics_path: str) -> History:
