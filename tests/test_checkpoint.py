@@ -174,3 +174,12 @@ def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(data, tmp_path):
 def test_checkpointer_takes_numpy_integers(tmp_path):
     checkpointer = Checkpointer(tmp_path, every=np.int64(20), keep=np.int32(2))
     assert checkpointer.due(40) and not checkpointer.due(30)
+
+
+def test_saved_steps_lists_step_folders_without_orbax(data, tmp_path):
+    from jaxdl.checkpoint import saved_steps
+
+    assert saved_steps(tmp_path / "missing") == []
+    fit(jaxdl.mlp(hidden=(8,)), data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20))
+    (tmp_path / "80.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save is not a step
+    assert saved_steps(tmp_path) == Checkpointer(tmp_path).steps() == [20, 40, 60]
