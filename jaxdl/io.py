@@ -30,7 +30,8 @@ def write_atomic(path: PathLike, data: str | bytes) -> None:
     """Writes ``data`` to ``path`` atomically: readers see the old file or the new one, never a mix.
 
     Args:
-      path: the file to write; its folder must exist.
+      path: the file to write; its folder must exist. A symbolic link is written through: its
+        target is replaced and the link kept.
       data: the contents; ``str`` is encoded as UTF-8.
 
     Returns:
@@ -39,7 +40,7 @@ def write_atomic(path: PathLike, data: str | bytes) -> None:
     Example:
       >>> write_atomic("runs/a/notes.txt", "hello\\n")
     """
-    path = os.fspath(path)
+    path = os.path.realpath(path)  # the temporary file goes beside the file it replaces
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -140,3 +140,14 @@ def test_append_jsonl_keeps_rows_without_the_step_key(tmp_path):
     path.write_text('{"note": "x"}\n{"step": 1}\n{"step": 5}\n')
     io.append_jsonl(path, {"step": 3}, after_step="step")
     assert path.read_text() == '{"note": "x"}\n{"step": 1}\n{"step": 3}\n'
+
+
+def test_write_atomic_writes_through_a_symlink(tmp_path):
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "results.json"
+    target.write_text("old")
+    link = tmp_path / "results.json"
+    link.symlink_to(target)
+    io.write_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["results.json"]
