@@ -75,6 +75,33 @@ def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> st
     return "; ".join(parts)
 
 
+def config_differences(saved: Any, now: Any, path: str = "") -> list[str]:
+    """Where two JSON configurations differ, one entry per differing leaf: what a resume checks
+    between the configuration saved beside the checkpoints and the one it runs under.
+
+    Args:
+      saved: the configuration read from the checkpoint folder.
+      now: the configuration of the run or sweep being run.
+      path: the dotted name of ``saved`` within its parent (``""`` at the top).
+
+    Returns:
+      ``["train.steps: saved 40, now 60", "axes.lr: saved [0.001, 0.003], now [0.001]"]``;
+      empty if they are equal.
+    """
+    if isinstance(saved, dict) and isinstance(now, dict):
+        found = []
+        for key in [*saved, *(k for k in now if k not in saved)]:
+            name = f"{path}.{key}" if path else key
+            if key not in now:
+                found.append(f"{name}: saved {saved[key]!r}, now absent")
+            elif key not in saved:
+                found.append(f"{name}: absent when saved, now {now[key]!r}")
+            else:
+                found += config_differences(saved[key], now[key], name)
+        return found
+    return [] if saved == now else [f"{path}: saved {saved!r}, now {now!r}"]
+
+
 def saved_steps(directory: str | os.PathLike) -> list[int]:
     """The steps saved in a checkpoint folder (its step-named subfolders), without opening it
     with orbax: none if the folder does not exist.

@@ -20,13 +20,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import distributed, sharding
-from jaxdl.checkpoint import Checkpointer, CheckpointError, saved_steps
+from jaxdl.checkpoint import (
+    CONFIG_FILE,
+    Checkpointer,
+    CheckpointError,
+    config_differences,
+    saved_steps,
+)
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
 from jaxdl.train import ChunkCallback, History, TrainState, check_fits, evaluate, fit, init_state
 
 SCALARS = ("loss", "train_accuracy", "test_loss", "test_accuracy")  # metrics.jsonl, TensorBoard
+# What a resumed run may change: where it writes and how often it saves, not what it computes.
+RESUMABLE_FIELDS = ("out", "checkpoint_every")
 
 
 class RunWriter:
@@ -234,7 +242,9 @@ def train_and_evaluate(
         to an uninterrupted run); metrics rows past it are replaced, and the results and curves
         cover the whole run (the rows before it read back from ``metrics.jsonl``; the wall and
         compile times are this session's). Without it, a folder that already holds checkpoints
-        is refused (`CheckpointError`).
+        is refused (`CheckpointError`); with it, so are checkpoints saved under a config that
+        differs from ``cfg`` in more than ``out`` and ``checkpoint_every``, and a ``cfg`` that
+        saves none (``checkpoint_every=None``).
       mesh: a `jaxdl.sharding.make_mesh` mesh for data-parallel training; with several processes
         only process 0 writes the folder's files (every process takes part in checkpoints).
 
@@ -257,6 +267,8 @@ def train_and_evaluate(
             f"{out_dir} holds checkpoints of an earlier run (steps {saved}): resume it "
             f"(resume=True, jaxdl train --resume {out_dir}) or choose a new output folder"
         )
+    if saved:
+        _check_resumable(out_dir, cfg, saved)  # before config.json is rewritten
     main_process = distributed.is_main_process()
     writer = RunWriter(out_dir, cfg) if main_process else None
     try:
@@ -302,6 +314,34 @@ def train_and_evaluate(
         if writer is not None:
             writer.close()
     return RunOutcome(state, history, results, out_dir)
+
+
+def _check_resumable(out_dir: str, cfg: RunConfig, saved: list[int]) -> None:
+    """Refuses to resume the checkpoints in ``out_dir`` (at steps ``saved``) under ``cfg`` unless
+    ``cfg`` saves checkpoints (else it would train afresh) and differs from the config saved
+    beside them in `RESUMABLE_FIELDS` only (else the run would end as neither config's)."""
+    if cfg.checkpoint_every is None:
+        raise CheckpointError(
+            f"resuming {out_dir} (checkpoints at steps {saved}) needs checkpoint_every, got None"
+        )
+    path = os.path.join(checkpoint_dir(out_dir), CONFIG_FILE)
+    if not os.path.exists(path):  # saved by `fit` itself: `Checkpointer.restore` checks shapes
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            then = to_dict(from_dict(json.load(f)))  # fields added since take their defaults
+    except ValueError as error:  # json.JSONDecodeError is one
+        raise CheckpointError(f"{path} is not a jaxdl train config: {error}") from None
+    now = to_dict(cfg)
+    for field in RESUMABLE_FIELDS:
+        then.pop(field), now.pop(field)
+    found = config_differences(then, now)
+    if found:
+        raise CheckpointError(
+            f"the checkpoints in {out_dir} were saved under another config ({'; '.join(found)}): "
+            f"resume with the config they were saved with (jaxdl train --resume {out_dir} reads "
+            "it) or choose a new output folder"
+        )
 
 
 def _with_logged_past(history: History, metrics_path: str) -> History:

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdl.checkpoint import Checkpointer, CheckpointError
+from jaxdl.checkpoint import Checkpointer, CheckpointError, config_differences
 from jaxdl.distributed import is_main_process
 from jaxdl.io import to_jsonable, write_atomic, write_json_atomic
 from jaxdl.program import ChunkCallback, History, Program, run_program, stack_history
@@ -71,32 +71,6 @@ def describe_sweep(
 def _as_read_back(value: Any) -> Any:
     """``value`` in plain JSON types, as reading it back from a JSON file gives it."""
     return json.loads(json.dumps(to_jsonable(value)))
-
-
-def differences(saved: Any, now: Any, path: str = "") -> list[str]:
-    """Where two JSON descriptions differ, one entry per differing leaf.
-
-    Args:
-      saved: the description read from the checkpoint folder.
-      now: the description of the sweep being run.
-      path: the dotted name of ``saved`` within its parent (``""`` at the top).
-
-    Returns:
-      ``["train.steps: saved 40, now 60", "axes.lr: saved [0.001, 0.003], now [0.001]"]``;
-      empty if they are equal.
-    """
-    if isinstance(saved, dict) and isinstance(now, dict):
-        found = []
-        for key in [*saved, *(k for k in now if k not in saved)]:
-            name = f"{path}.{key}" if path else key
-            if key not in now:
-                found.append(f"{name}: saved {saved[key]!r}, now absent")
-            elif key not in saved:
-                found.append(f"{name}: absent when saved, now {now[key]!r}")
-            else:
-                found += differences(saved[key], now[key], name)
-        return found
-    return [] if saved == now else [f"{path}: saved {saved!r}, now {now!r}"]
 
 
 def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +152,7 @@ class SweepCheckpointer:
                 f"{root.directory} already holds a sweep's checkpoints: pass resume=True to "
                 f"continue it, or give another folder"
             )
-        found = differences(_with_new_defaults(_read_json(path)), dict(description))
+        found = config_differences(_with_new_defaults(_read_json(path)), dict(description))
         if found:
             raise CheckpointError(
                 f"sweep checkpoint {root.directory} was saved by a different sweep: "

@@ -1,5 +1,6 @@
 """The real kill test: SIGKILL `jaxdl train` after its first checkpoint, resume, compare bits."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -120,3 +121,43 @@ def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=pattern):
         report.train_and_evaluate(RunConfig(**config, seed=1, out=out))
     assert config_path.read_text() == before  # nothing was overwritten
+
+
+def interrupted_run(out: str) -> str:
+    """A run of `CONFIG` into ``out`` stopped at step 50, after its checkpoint at step 40."""
+    with pytest.raises(Stop):
+        report.train_and_evaluate(RunConfig(**CONFIG, out=out), on_chunk=stop_at(50))
+    return out
+
+
+def test_resume_under_another_config_is_refused_and_names_what_differs(tmp_path):
+    out = interrupted_run(str(tmp_path / "run"))
+    config_path = tmp_path / "run" / "config.json"
+    before = config_path.read_text()
+    train = dataclasses.replace(CONFIG["train"], steps=80)
+    other = dict(CONFIG, lr=0.1, train=train)
+    pattern = (
+        rf"^the checkpoints in {out} were saved under another config \("
+        r"train\.steps: saved 60, now 80; lr: saved 0\.3, now 0\.1\): resume with the config "
+        rf"they were saved with \(jaxdl train --resume {out} reads it\)"
+    )
+    with pytest.raises(CheckpointError, match=pattern):
+        report.train_and_evaluate(RunConfig(**other, out=out), resume=True)
+    assert config_path.read_text() == before  # nothing was overwritten
+
+
+def test_resume_may_move_the_folder_and_change_how_often_it_saves(tmp_path):
+    moved = str(tmp_path / "moved")
+    os.rename(interrupted_run(str(tmp_path / "run")), moved)
+    config = dict(CONFIG, checkpoint_every=10)
+    resumed = report.train_and_evaluate(RunConfig(**config, out=moved), resume=True)
+    full = report.train_and_evaluate(RunConfig(**CONFIG, out=str(tmp_path / "full")))
+    assert resumed.results["final_loss"] == full.results["final_loss"]
+    assert sorted(int(n) for n in os.listdir(f"{moved}/checkpoints") if n.isdigit())[-1] == 60
+
+
+def test_resume_without_checkpointing_is_refused(tmp_path):
+    out = interrupted_run(str(tmp_path / "run"))
+    config = dict(CONFIG, checkpoint_every=None)
+    with pytest.raises(CheckpointError, match=r"needs checkpoint_every, got None$"):
+        report.train_and_evaluate(RunConfig(**config, out=out), resume=True)
