@@ -282,7 +282,7 @@ def torch_runner(config: Config, x, y):
 
 def run(quick: bool = False) -> list[Table]:
     """Times every `CONFIGS` entry; returns the step, throughput, scan and first-call tables."""
-    repeats = 4 if quick else 7
+    repeats = 4 if quick else 15  # 15 paired ratios: a 95 % interval of their 4th-12th
     target_s = 0.08 if quick else 0.15
     matmul, matmul_flops = common.matmul_runner()
     step_rows, throughput_rows, scan_rows, first_rows, guard_rows, spreads = [], [], [], [], [], []
@@ -316,7 +316,8 @@ def run(quick: bool = False) -> list[Table]:
         t = common.interleave(runners, repeats=repeats, target_s=target_s, numbers=numbers)
         med = {name: timing.median for name, timing in t.items()}
         spreads += [timing.spread for timing in t.values()]
-        dl_hand, dl_hand_noise = common.paired_ratio(t["jaxdl"], t["hand"])
+        dl_hand = common.paired_ratio(t["jaxdl"], t["hand"])[0]
+        low, high = common.paired_ratio_ci(t["jaxdl"], t["hand"])
         step_rows.append(
             [
                 config.label,
@@ -327,7 +328,7 @@ def run(quick: bool = False) -> list[Table]:
                 common.best_ratio(t["jaxdl"], t["hand"]),
                 verdict(dl_hand, config.target),
                 common.paired_ratio(t["jaxdl"], t["torch"])[0] if "torch" in t else None,
-                f"±{dl_hand_noise / 2:.0%}",
+                f"{low:.2f}-{high:.2f}",
                 ms(med["jaxdl_noskip"]),
                 common.paired_ratio(t["jaxdl_noskip"], t["hand"])[0],
             ]
@@ -407,7 +408,7 @@ def run(quick: bool = False) -> list[Table]:
                 "jaxdl / hand (best)",
                 "target",
                 "jaxdl / PyTorch",
-                "noise",
+                "95% CI",
                 "jaxdl, skip_nonfinite=False",
                 "its / hand",
             ],
@@ -419,7 +420,9 @@ def run(quick: bool = False) -> list[Table]:
                 "`torch.optim.Adam`, default threads.",
                 "jaxdl / hand: median of the per-repeat ratios (runners interleaved); (best): "
                 "ratio of the fastest samples, the least disturbed by other processes; < 1: "
-                "jaxdl faster. Noise: ± half the relative IQR of the per-repeat ratios.",
+                "jaxdl faster. 95% CI: a distribution-free confidence interval of that median "
+                "(order statistics of the per-repeat ratios, `bench.common.median_ci`); a "
+                "target inside it is within this run's noise.",
                 "skip_nonfinite=False: jaxdl's step with `TrainConfig(skip_nonfinite=False)`, "
                 "which still records the first non-finite step but never skips an update, so "
                 "the update does not wait for the check: the cost of the guard is the "

@@ -155,6 +155,39 @@ def paired_ratio(a: Timing, b: Timing) -> tuple[float, float]:
     return statistics.median(ratios), relative_iqr(ratios)
 
 
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median of ``values``: the order statistics
+    ``k`` and ``n + 1 - k`` (1-based) with the largest ``k`` for which a Binomial(n, 1/2) count
+    falls below ``k`` with probability at most ``(1 - confidence) / 2``; the whole range when
+    there are too few values for that (fewer than 6 at 95 %).
+
+    Args:
+      values: independent samples (e.g. per-repeat ratios).
+      confidence: the interval's coverage.
+
+    Returns:
+      ``(low, high)``; ``(nan, nan)`` without values.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan, math.nan
+    tail, below, k = (1 - confidence) / 2, 0.0, 1  # below: P(count < k)
+    while k < n / 2:
+        below += math.comb(n, k - 1) / 2**n
+        if below > tail:
+            break
+        k += 1
+    k = max(1, k - 1)  # the last k whose lower tail stayed within ``tail``
+    return ordered[k - 1], ordered[n - k]
+
+
+def paired_ratio_ci(a: Timing, b: Timing, confidence: float = 0.95) -> tuple[float, float]:
+    """`median_ci` of the per-repeat ratios ``a / b``."""
+    ratios = [x / y for x, y in zip(a.samples, b.samples, strict=True)]
+    return median_ci(ratios, confidence)
+
+
 def best_ratio(a: Timing, b: Timing) -> float:
     """``min(a) / min(b)``: the ratio of the least disturbed samples."""
     return min(a.samples) / min(b.samples)

@@ -2,6 +2,7 @@
 `bench.bench_sweep`): results named by backend, ``--ks`` checked, CPU chunk lengths and
 population sizes, and what an accelerator changes (no CPU-only limits, K up to 1024)."""
 
+import math
 import os
 import sys
 import types
@@ -97,3 +98,17 @@ def test_population_sizes_parse_in_order_without_duplicates():
     assert common.parse_ks("") == ()
     with pytest.raises(ValueError, match="must be positive"):
         common.parse_ks("8,-3")
+
+
+@pytest.mark.parametrize(
+    "n, ranks",  # the textbook 95 % ranks of the median's order-statistic interval
+    [(1, (1, 1)), (5, (1, 5)), (6, (1, 6)), (10, (2, 9)), (15, (4, 12)), (20, (6, 15)),
+     (40, (14, 27))],
+)  # fmt: skip
+def test_median_ci_takes_the_binomial_order_statistics(n, ranks):
+    values = [10.0 * rank for rank in range(n, 0, -1)]  # unsorted on purpose
+    assert common.median_ci(values) == (10.0 * ranks[0], 10.0 * ranks[1])
+
+
+def test_median_ci_of_nothing_is_nan():
+    assert all(math.isnan(v) for v in common.median_ci([]))
