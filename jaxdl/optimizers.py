@@ -1,7 +1,8 @@
 """Optimisers and learning-rate schedules by name, all built from optax.
 
 `make` is called inside the traced train step, so the learning rate and weight decay may be traced
-values (one per member of a sweep); the optimiser state's structure never depends on them.
+values (one per member of a sweep); the optimiser state's structure never depends on them, nor on
+whether the weight decay is traced, a Python number or ``None``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,27 @@ def schedule_fn(name: str, lr, steps: int, warmup_steps: int = 0) -> optax.Sched
     return _standard_promotion(schedule)
 
 
+def weight_decay_term(weight_decay) -> optax.GradientTransformation:
+    """``optax.add_decayed_weights(weight_decay)`` (``g + weight_decay * p``), computing nothing
+    when ``weight_decay`` is ``None`` or a Python 0, known before tracing: a traced zero still
+    reads every parameter each step. Its state is the same either way, so a state initialised
+    with one value steps with any other.
+
+    Args:
+      weight_decay: the coefficient: a float, a traced scalar, or ``None`` for none.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose update needs ``params`` unless it computes
+      nothing.
+    """
+    if weight_decay is None or (isinstance(weight_decay, int | float) and weight_decay == 0):
+        return optax.GradientTransformation(
+            optax.add_decayed_weights(0.0).init,
+            lambda updates, state, params=None: (updates, state),
+        )
+    return optax.add_decayed_weights(weight_decay)
+
+
 def make(
     name: str,
     lr,
@@ -93,8 +115,9 @@ def make(
       steps: total training steps (for decaying schedules).
       schedule: a name from `SCHEDULES`.
       warmup_steps: warm-up length for ``"warmup_cosine"``.
-      weight_decay: decay coefficient, float or traced scalar; for ``sgd``/``momentum``/``adam``
-        added to the gradient (L2), for ``adamw`` decoupled.
+      weight_decay: decay coefficient, float, traced scalar or ``None`` (none, and no term
+        computed: see `weight_decay_term`); for ``sgd``/``momentum``/``adam`` added to the
+        gradient (L2), for ``adamw`` decoupled.
       momentum: momentum coefficient of ``"momentum"``.
       grad_clip: clip gradients to this global norm; ``None`` disables clipping.
 
@@ -108,11 +131,11 @@ def make(
     parts = []
     if grad_clip is not None:
         parts.append(optax.clip_by_global_norm(grad_clip))
-    if name == "adamw":
-        parts.append(optax.adamw(rate, weight_decay=weight_decay))
+    decay = weight_decay_term(weight_decay)
+    if name == "adamw":  # optax.adamw's own chain, its decay term from weight_decay_term
+        parts.append(optax.chain(optax.scale_by_adam(), decay, optax.scale_by_learning_rate(rate)))
     else:
-        if not (isinstance(weight_decay, int | float) and weight_decay == 0):
-            parts.append(optax.add_decayed_weights(weight_decay))
+        parts.append(decay)
         rule = {
             "sgd": lambda: optax.sgd(rate),
             "momentum": lambda: optax.sgd(rate, momentum=momentum),

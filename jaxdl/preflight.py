@@ -34,6 +34,7 @@ HPARAM_BOUNDS: dict[str, tuple[float, bool]] = {
     "weight_decay": (0.0, True),
     "init_scale": (0.0, False),
 }
+OPTIONAL_HPARAMS = ("weight_decay",)  # None: none at all (no term in the program)
 TRACED_AXES = (*SEED_AXES, *Hparams._fields)  # sweep axes that do not change the program
 
 __all__ = [
@@ -140,7 +141,9 @@ def check_hparams(hparams: Hparams, *, skip: Sequence[str] = ()) -> None:
     """
     for field in Hparams._fields:
         if field not in skip:
-            _check_hparam(f"Hparams.{field}", field, getattr(hparams, field))
+            value = getattr(hparams, field)
+            if not (value is None and field in OPTIONAL_HPARAMS):
+                _check_hparam(f"Hparams.{field}", field, value)
 
 
 def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:

@@ -95,6 +95,14 @@ def _member_hparams(member: Mapping[str, Any], base: Hparams) -> Hparams:
     return base._replace(**{k: v for k, v in member.items() if k in Hparams._fields})
 
 
+def _stack_hparams(members: Sequence[Hparams], *, decay: bool) -> Hparams:
+    """The members' `Hparams` as ``[K]`` float32 arrays on the host; the weight decay ``None``
+    (no decay term in the program) unless ``decay``."""
+    lr, weight_decay, init_scale = zip(*members)
+    weight_decay = np.asarray(weight_decay, np.float32) if decay else None
+    return Hparams(np.asarray(lr, np.float32), weight_decay, np.asarray(init_scale, np.float32))
+
+
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -254,6 +262,9 @@ def _run_population(
     example = example_input(data.x_train)
     seeds = [_member_seeds(m) for m in members]
     hparams = [_member_hparams(m, base) for m in members]
+    # A weight decay no member has is left out of the program; else every member's is traced,
+    # zeros included, so that one program serves them all.
+    decay = any(hp.weight_decay is not None and hp.weight_decay != 0 for hp in hparams)
     unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members
 
     saved = None if checkpoints is None else checkpoints.layout()
@@ -263,7 +274,8 @@ def _run_population(
             init_key, data_key = seed_keys(*seed_array([0, 0]))
             return init_state(model, config, hp, example, init_key=init_key, data_key=data_key)
 
-        state_shape = jax.eval_shape(member_init, hparams[0].as_arrays())
+        example_hparams = hparams[0].as_arrays(zero_decay_as_none=not decay)
+        state_shape = jax.eval_shape(member_init, example_hparams)
         strategy, chunk_members = choose_strategy(
             state_shape, len(members), sharding.platform(mesh), members_axis=unit
         )
@@ -298,7 +310,11 @@ def _run_population(
         states, histories = [], []
         for index, ((init_seed, data_seed), hp) in enumerate(zip(seeds, hparams, strict=True)):
             init_seed, data_seed, hp = sharding.place_run(
-                (seed_array(init_seed), seed_array(data_seed), hp.as_arrays()),
+                (
+                    seed_array(init_seed),
+                    seed_array(data_seed),
+                    hp.as_arrays(zero_decay_as_none=not decay),
+                ),
                 mesh,
                 population=False,
             )
@@ -312,7 +328,7 @@ def _run_population(
         of K arrays compiles a K-operand concatenation: 1.6 s for 1024 members)."""
         init_seeds = seed_array([seeds[i][0] for i in indices])  # [K]
         data_seeds = seed_array([seeds[i][1] for i in indices])  # [K]
-        hp = Hparams(*np.asarray([hparams[i] for i in indices], dtype=np.float32).T)  # [K] each
+        hp = _stack_hparams([hparams[i] for i in indices], decay=decay)  # [K] each
         return sharding.place_run((init_seeds, data_seeds, hp), mesh, population=True)
 
     programs: dict[int, Program] = {}

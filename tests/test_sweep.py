@@ -100,6 +100,20 @@ def test_member_equals_the_run_trained_alone(kind):
             )
 
 
+@pytest.mark.parametrize("strategy", ["vmap", "map"])
+def test_a_weight_decay_axis_with_zero_matches_the_runs_trained_alone(strategy):
+    """Members of one program trace every weight decay, 0 included (`fit` leaves a 0 out of its
+    program): each equals its run alone, and the zero-decay member differs from the other."""
+    model = jaxdl.mlp(hidden=(16,))
+    axes = {"weight_decay": [0.0, 0.5]}
+    result = jaxdl.sweep(model, digits(), axes, config=CONFIG, strategy=strategy)
+    for i, weight_decay in enumerate(axes["weight_decay"]):
+        state, _ = jaxdl.fit(model, digits(), CONFIG, Hparams(weight_decay=weight_decay))
+        diff = max_abs_diff(result.member(i).params, state.params)
+        assert diff <= 1e-5, f"{strategy} member {i}: params differ by {diff}"
+    assert max_abs_diff(result.member(0).params, result.member(1).params) > 1e-3
+
+
 def test_init_seed_and_data_seed_axes():
     model = jaxdl.mlp(hidden=(8,))
     config = TrainConfig(steps=4, batch_size=32, chunk_steps=2, eval_every=4, optimizer="sgd")

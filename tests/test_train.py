@@ -62,7 +62,7 @@ def test_program_chunk_does_not_recompile_for_new_values(small):
     config = TrainConfig(steps=10, batch_size=16, chunk_steps=5)
     program = train.build_program(model, config, EXAMPLE)
     data = train.to_device(small)
-    hp_a = Hparams(lr=1e-3).as_arrays()
+    hp_a = Hparams(lr=1e-3, weight_decay=1e-5).as_arrays()  # a zero decay: a program of its own
     hp_b = Hparams(lr=3e-2, weight_decay=1e-4, init_scale=0.5).as_arrays()
     chunk = program.chunks[5]
     state = program.init(*run_seeds(0), hp_a)
@@ -112,14 +112,45 @@ def test_fit_compiles_only_its_programs_and_the_data_upload(small, caplog):
 
 def test_as_arrays_gives_float32_copies_and_passes_traced_values_through():
     lr = np.array([1e-3, 1e-2])  # float64, as users write them
-    hp = Hparams(lr=lr, weight_decay=0, init_scale=np.float32(2)).as_arrays()
+    hp = Hparams(lr=lr, weight_decay=1, init_scale=np.float32(2)).as_arrays()
     lr[0] = 5.0  # the arrays are copies: changing the caller's array changes nothing
     chex.assert_trees_all_equal(
-        hp, Hparams(*map(jnp.asarray, ([1e-3, 1e-2], 0.0, 2.0))), strict=False
+        hp, Hparams(*map(jnp.asarray, ([1e-3, 1e-2], 1.0, 2.0))), strict=False
     )
     assert all(v.dtype == jnp.float32 for v in hp)
     traced = jax.jit(lambda h: h.as_arrays())(Hparams(lr=jnp.asarray(3, jnp.int32)))
     assert traced.lr.dtype == jnp.float32 and float(traced.lr) == 3.0
+
+
+@pytest.mark.parametrize("zero", [0, 0.0, np.float64(0.0), np.float32(-0.0)])
+def test_a_host_zero_weight_decay_becomes_none_unless_kept(zero):
+    assert Hparams(weight_decay=zero).as_arrays().weight_decay is None
+    kept = Hparams(weight_decay=zero).as_arrays(zero_decay_as_none=False).weight_decay
+    assert kept.dtype == jnp.float32 and float(kept) == 0.0
+    traced_zero = Hparams(weight_decay=jnp.float32(0)).as_arrays().weight_decay  # a JAX array
+    assert isinstance(traced_zero, jax.Array) and float(traced_zero) == 0.0
+    assert Hparams(weight_decay=None).as_arrays().weight_decay is None
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
+def test_no_decay_term_steps_as_a_traced_zero_does_from_the_same_state(small, optimizer):
+    """A state made with one form of zero decay (None, a Python 0, a traced 0) steps with any
+    other (the optimiser state has the same structure: an eager init then a jitted step used to
+    fail inside optax's chain), and all three give the same params."""
+    model = jaxdl.mlp(hidden=(8,))
+    config = TrainConfig(batch_size=16, optimizer=optimizer)
+    x, y = jnp.asarray(small.x_train[:16]), jnp.asarray(small.y_train[:16])
+    init_key, data_key = run_keys(0)
+    state = train.init_state(
+        model, config, Hparams(), EXAMPLE, init_key=init_key, data_key=data_key
+    )
+    step = jax.jit(train.make_step(model, config))
+    forms = (Hparams(), Hparams(weight_decay=None), Hparams(weight_decay=jnp.float32(0)))
+    results = [step(state, hparams, x, y)[0] for hparams in forms]
+    for result in results[1:]:
+        chex.assert_trees_all_equal(result.params, results[0].params)
+    decayed = step(state, Hparams(weight_decay=0.5), x, y)[0]
+    assert not np.allclose(decayed.params["dense1"]["w"], results[0].params["dense1"]["w"])
 
 
 def test_example_input_is_one_example_in_jax_dtype():
@@ -424,8 +455,9 @@ def test_constant_schedule_keeps_no_step_counter():
     params = {"w": jnp.ones((3,), jnp.float32)}
     for name, reference in (("adam", optax.adam(0.1)), ("sgd", optax.sgd(0.1))):
         ours = optimizers.make(name, jnp.float32(0.1), steps=10).init(params)
-        (only,) = ours  # jaxdl chains its parts: here a single one
-        assert jax.tree.structure(only) == jax.tree.structure(reference.init(params)), name
+        decay, rule = ours  # jaxdl chains its parts: the (empty) weight-decay term, the rule
+        assert jax.tree.leaves(decay) == []
+        assert jax.tree.structure(rule) == jax.tree.structure(reference.init(params)), name
     cosine = optimizers.make("adam", 0.1, steps=10, schedule="cosine").init(params)
     assert len(jax.tree.leaves(cosine)) == len(jax.tree.leaves(optax.adam(0.1).init(params))) + 1
 
