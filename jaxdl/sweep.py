@@ -471,6 +471,8 @@ def sweep(
             f"{', '.join(TRACED_AXES)})"
         )
     check_fits(config, data, model, hparams, axes=axes)
+    if hparams.weight_decay is None:  # no decay: the same program as 0, and the same records
+        hparams = hparams._replace(weight_decay=0.0)
     device_data = to_device(data, mesh)
     checkpoints = None
     if checkpointer is not None:

@@ -114,6 +114,27 @@ def test_a_weight_decay_axis_with_zero_matches_the_runs_trained_alone(strategy):
     assert max_abs_diff(result.member(0).params, result.member(1).params) > 1e-3
 
 
+def test_no_weight_decay_given_as_none_is_recorded_as_zero(tmp_path):
+    """``Hparams(weight_decay=None)`` (no decay) runs the program a 0 runs, so the members'
+    configs, a saved member and a resumed sweep's description all read it as 0.0."""
+    from jaxdl.checkpoint import Checkpointer
+
+    model = jaxdl.mlp(hidden=(8,))
+    axes = {"seed": [0, 1]}
+    saved = Checkpointer(tmp_path / "sweep", every=10)
+    none = jaxdl.sweep(
+        model, digits(), axes, config=CONFIG, hparams=Hparams(weight_decay=None),
+        checkpointer=saved,
+    )  # fmt: skip
+    assert none.member(0).config["hparams"]["weight_decay"] == 0.0
+    none.save_member(0, tmp_path / "member0")
+    zero = jaxdl.sweep(
+        model, digits(), axes, config=CONFIG, hparams=Hparams(weight_decay=0.0),
+        checkpointer=Checkpointer(tmp_path / "sweep", every=10), resume=True,
+    )  # fmt: skip
+    assert max_abs_diff(zero.member(1).params, none.member(1).params) == 0.0
+
+
 def test_init_seed_and_data_seed_axes():
     model = jaxdl.mlp(hidden=(8,))
     config = TrainConfig(steps=4, batch_size=32, chunk_steps=2, eval_every=4, optimizer="sgd")
