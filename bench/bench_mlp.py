@@ -422,7 +422,13 @@ def run(quick: bool = False) -> list[Table]:
                 "ratio of the fastest samples, the least disturbed by other processes; < 1: "
                 "jaxdl faster. 95% CI: a distribution-free confidence interval of that median "
                 "(order statistics of the per-repeat ratios, `bench.common.median_ci`); a "
-                "target inside it is within this run's noise.",
+                "target inside it is within this run's noise."
+                + (
+                    f" With {repeats} repeats (--quick) it is the whole range of the ratios, "
+                    f"which covers the median with probability {1 - 2 / 2**repeats:.1%} only."
+                    if repeats < 6
+                    else ""
+                ),
                 "skip_nonfinite=False: jaxdl's step with `TrainConfig(skip_nonfinite=False)`, "
                 "which still records the first non-finite step but never skips an update, so "
                 "the update does not wait for the check: the cost of the guard is the "

@@ -31,7 +31,7 @@ def write_atomic(path: PathLike, data: str | bytes) -> None:
 
     Args:
       path: the file to write; its folder must exist. A symbolic link is written through: its
-        target is replaced and the link kept.
+        target is replaced (its folder must be writable) and the link kept.
       data: the contents; ``str`` is encoded as UTF-8.
 
     Returns:
