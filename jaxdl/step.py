@@ -57,10 +57,10 @@ class Hparams(NamedTuple):
           An `Hparams` of float32 arrays (``weight_decay`` possibly ``None``).
         """
         lr, weight_decay, init_scale = self
-        if weight_decay is not None and not (zero_decay_as_none and _is_host_zero(weight_decay)):
-            weight_decay = _float32_array(weight_decay)
-        else:
+        if weight_decay is None or (zero_decay_as_none and _is_host_zero(weight_decay)):
             weight_decay = None
+        else:
+            weight_decay = _float32_array(weight_decay)
         return Hparams(_float32_array(lr), weight_decay, _float32_array(init_scale))
 
 

@@ -264,7 +264,7 @@ def _run_population(
     hparams = [_member_hparams(m, base) for m in members]
     # A weight decay no member has is left out of the program; else every member's is traced,
     # zeros included, so that one program serves them all.
-    decay = any(hp.weight_decay is not None and hp.weight_decay != 0 for hp in hparams)
+    decay = any(hp.weight_decay != 0 for hp in hparams)  # `sweep` made a None 0.0
     unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members
 
     saved = None if checkpoints is None else checkpoints.layout()
