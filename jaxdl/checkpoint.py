@@ -9,6 +9,7 @@ and skipped for the newest valid one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -19,10 +20,12 @@ import jax
 import numpy as np
 
 from jaxdl._checks import is_count
-from jaxdl.io import write_json_atomic
-from jaxdl.step import TrainState
+from jaxdl.distributed import is_main_process
+from jaxdl.io import to_jsonable, write_json_atomic
+from jaxdl.step import TrainConfig, TrainState
 
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"  # what `fit` ran: its TrainConfig, Hparams and seed
 
 
 class CheckpointError(ValueError):
@@ -73,6 +76,36 @@ def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> st
     if reshaped:
         parts.append("shapes differ: " + "; ".join(reshaped[:5]))
     return "; ".join(parts)
+
+
+def as_read_back(value: Any) -> Any:
+    """``value`` in plain JSON types, as reading it back from a JSON file gives it."""
+    return json.loads(json.dumps(to_jsonable(value)))
+
+
+def with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the `TrainConfig` fields added since it was written set to their defaults,
+    so a run or sweep saved before a field existed resumes when the field keeps its default."""
+    if not isinstance(saved.get("train"), dict):
+        return saved
+    defaults = as_read_back(dataclasses.asdict(TrainConfig()))
+    return {**saved, "train": {**defaults, **saved["train"]}}
+
+
+def resume_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """`config_differences` of two run descriptions (each with a ``"train"`` dict of
+    `TrainConfig` fields) in what a resumed run may not change: it may change how it is chunked
+    and evaluated, and, where both schedules are constant (the length then changes nothing
+    else), how long it runs."""
+    constant = saved.get("train", {}).get("schedule") == "constant"
+    constant = constant and now.get("train", {}).get("schedule") == "constant"
+    ignored = ("chunk_steps", "eval_every", "eval_batch_size", *(("steps",) if constant else ()))
+
+    def comparable(description):
+        train = {k: v for k, v in description.get("train", {}).items() if k not in ignored}
+        return {**description, "train": train}
+
+    return config_differences(comparable(saved), comparable(now))
 
 
 def config_differences(saved: Any, now: Any, path: str = "") -> list[str]:
@@ -171,6 +204,32 @@ class Checkpointer:
                 return json.load(f)
             except json.JSONDecodeError as error:
                 raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+
+    def check_run(self, description: Mapping[str, Any], *, resume: bool) -> None:
+        """Records what the run saving here is (``run.json``); a run resuming from checkpoints
+        here must be the same one: otherwise a `CheckpointError` names what differs.
+
+        Args:
+          description: the run as JSON-compatible values (`jaxdl.fit`: its ``TrainConfig``,
+            ``Hparams`` and seed).
+          resume: whether the run resumes from the checkpoints in the folder.
+
+        Returns:
+          None. Process 0 writes ``run.json`` (atomically) unless a resumed run's is there.
+        """
+        path = os.path.join(self.directory, RUN_FILE)
+        description = as_read_back(description)
+        if resume and self.steps() and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                saved = with_new_defaults(json.load(f))
+            found = resume_differences(saved, description)
+            if found:
+                raise CheckpointError(
+                    f"the checkpoints in {self.directory} were saved by another run: "
+                    + "; ".join(found)
+                )
+        elif is_main_process():
+            write_json_atomic(path, description)
 
     def due(self, step: int, *, force: bool = False) -> bool:
         """Whether `save` at ``step`` would be due: ``force``, or ``step`` a multiple of ``every``.

@@ -24,7 +24,7 @@ from jaxdl.checkpoint import (
     CONFIG_FILE,
     Checkpointer,
     CheckpointError,
-    config_differences,
+    resume_differences,
     saved_steps,
 )
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
@@ -243,7 +243,9 @@ def train_and_evaluate(
         cover the whole run (the rows before it read back from ``metrics.jsonl``; the wall and
         compile times are this session's). Without it, a folder that already holds checkpoints
         is refused (`CheckpointError`); with it, so are checkpoints saved under a config that
-        differs from ``cfg`` in more than ``out`` and ``checkpoint_every``, and a ``cfg`` that
+        differs from ``cfg`` in more than ``out``, ``checkpoint_every`` and what
+        `jaxdl.checkpoint.resume_differences` leaves out (chunking, evaluation, and on a
+        constant schedule ``train.steps``), and a ``cfg`` that
         saves none (``checkpoint_every=None``).
       mesh: a `jaxdl.sharding.make_mesh` mesh for data-parallel training; with several processes
         only process 0 writes the folder's files (every process takes part in checkpoints).
@@ -319,7 +321,8 @@ def train_and_evaluate(
 def _check_resumable(out_dir: str, cfg: RunConfig, saved: list[int]) -> None:
     """Refuses to resume the checkpoints in ``out_dir`` (at steps ``saved``) under ``cfg`` unless
     ``cfg`` saves checkpoints (else it would train afresh) and differs from the config saved
-    beside them in `RESUMABLE_FIELDS` only (else the run would end as neither config's)."""
+    beside them only in `RESUMABLE_FIELDS` and in what `resume_differences` leaves out (else
+    the run would end as neither config's)."""
     if cfg.checkpoint_every is None:
         raise CheckpointError(
             f"resuming {out_dir} (checkpoints at steps {saved}) needs checkpoint_every, got None"
@@ -335,7 +338,7 @@ def _check_resumable(out_dir: str, cfg: RunConfig, saved: list[int]) -> None:
     now = to_dict(cfg)
     for field in RESUMABLE_FIELDS:
         then.pop(field), now.pop(field)
-    found = config_differences(then, now)
+    found = resume_differences(then, now)
     if found:
         raise CheckpointError(
             f"the checkpoints in {out_dir} were saved under another config ({'; '.join(found)}): "

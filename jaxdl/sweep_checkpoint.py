@@ -26,9 +26,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdl.checkpoint import Checkpointer, CheckpointError, config_differences
+from jaxdl.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    as_read_back,
+    config_differences,
+    with_new_defaults,
+)
 from jaxdl.distributed import is_main_process
-from jaxdl.io import to_jsonable, write_atomic, write_json_atomic
+from jaxdl.io import write_atomic, write_json_atomic
 from jaxdl.program import ChunkCallback, History, Program, run_program, stack_history
 from jaxdl.step import Hparams, TrainConfig, TrainState
 
@@ -65,21 +71,7 @@ def describe_sweep(
         "strategy": strategy,
         "chunk_members": chunk_members,
     }
-    return _as_read_back(description)
-
-
-def _as_read_back(value: Any) -> Any:
-    """``value`` in plain JSON types, as reading it back from a JSON file gives it."""
-    return json.loads(json.dumps(to_jsonable(value)))
-
-
-def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """``saved`` with the `TrainConfig` fields added since it was written set to their defaults,
-    so a sweep saved before a field existed resumes when the field keeps its default."""
-    if not isinstance(saved.get("train"), dict):
-        return saved
-    defaults = _as_read_back(dataclasses.asdict(TrainConfig()))
-    return {**saved, "train": {**defaults, **saved["train"]}}
+    return as_read_back(description)
 
 
 def _read_json(path: str) -> Any:
@@ -152,7 +144,7 @@ class SweepCheckpointer:
                 f"{root.directory} already holds a sweep's checkpoints: pass resume=True to "
                 f"continue it, or give another folder"
             )
-        found = config_differences(_with_new_defaults(_read_json(path)), dict(description))
+        found = config_differences(with_new_defaults(_read_json(path)), dict(description))
         if found:
             raise CheckpointError(
                 f"sweep checkpoint {root.directory} was saved by a different sweep: "

@@ -9,7 +9,9 @@ The pieces live in `jaxdl.step` (state, step, chunk), `jaxdl.evaluation` and `ja
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 from jax import lax
@@ -60,6 +62,7 @@ __all__ = [
     "build_program",
     "check_fits",
     "chunk_plan",
+    "describe_run",
     "eval_due",
     "evaluate",
     "evaluate_test",
@@ -107,10 +110,14 @@ def fit(
         split along ``data`` (``batch_size`` must divide evenly), params stay replicated. With
         several processes every process calls `fit` alike (see `jaxdl.distributed`).
       checkpointer: a `jaxdl.checkpoint.Checkpointer`: the state is saved at chunk ends that
-        are multiples of its ``every`` and at the last step (never a diverged state).
+        are multiples of its ``every`` and at the last step (never a diverged state), and the
+        run's `describe_run` beside it as ``run.json``.
       resume: start from the checkpointer's newest valid checkpoint, if any. The run is
         deterministic (the key and the step are in the state), so a resumed run ends
-        bit-identical to an uninterrupted one; its history holds only the chunks run now.
+        bit-identical to an uninterrupted one; its history holds only the chunks run now. A
+        run whose config, hparams or seed differ from the ``run.json`` saved there is refused
+        (`CheckpointError` naming what differs), except in its chunking, its evaluation and, on
+        a constant schedule, its ``steps`` (`jaxdl.checkpoint.resume_differences`).
         Without it, a checkpointer whose folder already holds checkpoints is refused (they
         would outlive this run's, and orbax's ``keep`` would delete this run's first).
 
@@ -130,6 +137,8 @@ def fit(
             f"{checkpointer.directory} holds checkpoints of an earlier run (steps {earlier}): "
             "pass resume=True to continue it, or use a new folder"
         )
+    if checkpointer is not None:  # a resumed run must be the run its checkpoints are from
+        checkpointer.check_run(describe_run(config, hparams, seed), resume=resume)
     device_data = to_device(data, mesh)
     example = example_input(device_data.x_train)
     program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)
@@ -156,6 +165,24 @@ def fit(
     )
     history.timings = timings
     return state, history
+
+
+def describe_run(config: TrainConfig, hparams: Hparams, seed: int) -> dict[str, Any]:
+    """What `fit` records beside its checkpoints (``run.json``) and compares when it resumes.
+
+    Args:
+      config: the run's `TrainConfig`.
+      hparams: its `Hparams`, single numbers (a ``None`` weight decay is recorded as 0.0: the
+        same program).
+      seed: its seed.
+
+    Returns:
+      ``{"train": {...}, "hparams": {"lr": ..., ...}, "seed": ...}`` in plain Python types.
+    """
+    if hparams.weight_decay is None:
+        hparams = hparams._replace(weight_decay=0.0)
+    values = {name: float(value) for name, value in hparams._asdict().items()}
+    return {"train": dataclasses.asdict(config), "hparams": values, "seed": int(seed)}
 
 
 def make_train(

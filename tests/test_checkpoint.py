@@ -1,5 +1,6 @@
 """Checkpoints: exact resume, damaged-checkpoint fallback, mismatch errors (library level)."""
 
+import dataclasses
 import glob
 import os
 
@@ -183,3 +184,35 @@ def test_saved_steps_lists_step_folders_without_orbax(data, tmp_path):
     fit(jaxdl.mlp(hidden=(8,)), data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20))
     (tmp_path / "80.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save is not a step
     assert saved_steps(tmp_path) == Checkpointer(tmp_path).steps() == [20, 40, 60]
+
+
+def test_fit_resumed_under_another_config_hparams_or_seed_is_refused(data, tmp_path):
+    model = jaxdl.mlp(hidden=(16,))
+    with pytest.raises(Interrupt):
+        fit(
+            model, data, CONFIG, Hparams(lr=3e-3), checkpointer=Checkpointer(tmp_path, every=20),
+            on_chunk=interrupt_at(30),
+        )  # fmt: skip
+    recorded = (tmp_path / "run.json").read_text()
+    others = [
+        (dataclasses.replace(CONFIG, optimizer="sgd"), Hparams(lr=3e-3), 0,
+         r"train\.optimizer: saved 'adam', now 'sgd'$"),
+        (dataclasses.replace(CONFIG, steps=80, schedule="cosine"), Hparams(lr=3e-3), 0,
+         r"train\.steps: saved 60, now 80; train\.schedule: saved 'constant', now 'cosine'$"),
+        (CONFIG, Hparams(lr=1e-2, weight_decay=0.1), 0,
+         r"hparams\.lr: saved 0\.003, now 0\.01; hparams\.weight_decay: saved 0\.0, now 0\.1$"),
+        (CONFIG, Hparams(lr=3e-3), 1, r"seed: saved 0, now 1$"),
+    ]  # fmt: skip
+    for config, hparams, seed, message in others:
+        checkpointer = Checkpointer(tmp_path, every=20)
+        with pytest.raises(
+            CheckpointError, match=rf"^the checkpoints in .* another run: {message}"
+        ):
+            fit(model, data, config, hparams, seed=seed, checkpointer=checkpointer, resume=True)
+    assert (tmp_path / "run.json").read_text() == recorded  # nothing was overwritten
+    # The same run resumes (a None weight decay is the 0.0 it was saved with), also evaluated
+    # differently and longer: on a constant schedule the length changes nothing else.
+    same = Hparams(lr=3e-3, weight_decay=None)
+    longer = dataclasses.replace(CONFIG, steps=70, eval_every=10)
+    state, _ = fit(model, data, longer, same, checkpointer=Checkpointer(tmp_path), resume=True)
+    assert int(state.step) == 70

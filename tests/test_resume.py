@@ -134,11 +134,11 @@ def test_resume_under_another_config_is_refused_and_names_what_differs(tmp_path)
     out = interrupted_run(str(tmp_path / "run"))
     config_path = tmp_path / "run" / "config.json"
     before = config_path.read_text()
-    train = dataclasses.replace(CONFIG["train"], steps=80)
+    train = dataclasses.replace(CONFIG["train"], batch_size=16)
     other = dict(CONFIG, lr=0.1, train=train)
     pattern = (
         rf"^the checkpoints in {out} were saved under another config \("
-        r"train\.steps: saved 60, now 80; lr: saved 0\.3, now 0\.1\): resume with the config "
+        r"train\.batch_size: saved 32, now 16; lr: saved 0\.3, now 0\.1\): resume with the config "
         rf"they were saved with \(jaxdl train --resume {out} reads it\)"
     )
     with pytest.raises(CheckpointError, match=pattern):
