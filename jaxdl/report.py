@@ -242,11 +242,11 @@ def train_and_evaluate(
         to an uninterrupted run); metrics rows past it are replaced, and the results and curves
         cover the whole run (the rows before it read back from ``metrics.jsonl``; the wall and
         compile times are this session's). Without it, a folder that already holds checkpoints
-        is refused (`CheckpointError`); with it, so are checkpoints saved under a config that
-        differs from ``cfg`` in more than ``out``, ``checkpoint_every`` and what
+        is refused (`CheckpointError`); with it, so are a ``cfg`` that saves none
+        (``checkpoint_every=None``) and checkpoints saved under a config that differs from
+        ``cfg`` in more than ``out``, ``checkpoint_every`` and what
         `jaxdl.checkpoint.resume_differences` leaves out (chunking, evaluation, and on a
-        constant schedule ``train.steps``), and a ``cfg`` that
-        saves none (``checkpoint_every=None``).
+        constant schedule ``train.steps``).
       mesh: a `jaxdl.sharding.make_mesh` mesh for data-parallel training; with several processes
         only process 0 writes the folder's files (every process takes part in checkpoints).
 
