@@ -26,7 +26,7 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import example_input
 from jaxdl.sweep_checkpoint import GroupCheckpoints, SweepCheckpointer, describe_sweep, run_unit
-from jaxdl.sweep_result import SEED_AXES, MemberRun, MemberStates, SweepResult
+from jaxdl.sweep_result import RESULT_COLUMNS, SEED_AXES, MemberRun, MemberStates, SweepResult
 from jaxdl.train import (
     ChunkCallback,
     History,
@@ -61,22 +61,48 @@ def members_of(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """The population: one dict of axis values per member, the product of ``axes`` in order.
 
     Args:
-      axes: ``{axis_name: values}``; e.g. ``{"seed": range(8), "lr": [1e-3, 1e-2]}``.
+      axes: ``{axis_name: values}``; e.g. ``{"seed": range(8), "lr": [1e-3, 1e-2]}`` (a NumPy
+        array, ``np.logspace(-4, -2, 3)``, is a list of its values).
 
     Returns:
       ``[{axis_name: value}, ...]`` with the last axis varying fastest; a list value (a width
       list ``[64, 64]``) becomes a tuple, so that members can be grouped and summarised by it.
     """
+    axes = _axis_lists(axes)
+    names = list(axes)
+    values = [[_hashable(v) for v in axis] for axis in axes.values()]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _axis_lists(axes: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """``axes`` checked, each axis a list of plain Python values (NumPy and JAX arrays and
+    scalars converted, so that they print, compare and save to JSON as the numbers they are)."""
     if not isinstance(axes, Mapping):
         raise TypeError(f"sweep: axes must be a mapping {{axis: [values]}}, got {axes!r}")
+    lists = {}
     for name, values in axes.items():
+        if name in RESULT_COLUMNS:
+            raise ValueError(
+                f"sweep axis {name!r} would overwrite the result column of that name; the "
+                f"columns: {', '.join(RESULT_COLUMNS)}"
+            )
+        if isinstance(values, np.ndarray | jax.Array) and np.ndim(values) > 0:
+            values = np.asarray(values).tolist()
         if isinstance(values, str | bytes) or not isinstance(values, Sequence | range):
             raise ValueError(f"sweep axis {name!r}: expected a list of values, got {values!r}")
         if len(values) == 0:
             raise ValueError(f"sweep axis {name!r} has no values")
-    names = list(axes)
-    values = [[_hashable(v) for v in axis] for axis in axes.values()]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+        lists[name] = [_plain(v) for v in values]
+    return lists
+
+
+def _plain(value):
+    """``value`` with NumPy and JAX scalars and arrays in it made Python numbers and lists."""
+    if isinstance(value, np.generic | np.ndarray | jax.Array):
+        return np.asarray(value).tolist()
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _hashable(value):
@@ -461,6 +487,7 @@ def sweep(
             f"sweep: unknown TrainConfig field(s) {unknown}; valid: {', '.join(fields)}"
         )
     config = dataclasses.replace(config or TrainConfig(), **config_overrides)
+    axes = _axis_lists(axes)
     members = members_of(axes)
     groups = _groups(members)
     if any(group.static for group in groups) and isinstance(model, Layer):
@@ -511,7 +538,7 @@ def sweep(
             strategies[i], seconds[i] = used, share
     return SweepResult(
         members=members,
-        axes={name: list(values) for name, values in axes.items()},
+        axes=axes,
         states=MemberStates(stacked, where),
         member_histories=[History(h) for h in histories],
         config=config,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -243,12 +245,17 @@ def member_config(base: config.RunConfig, member: Mapping[str, Any]) -> config.R
 
 def save_members(result, base: config.RunConfig, out: str) -> str:
     """Writes every member as a run folder ``<out>/members/<i>`` (`SweepResult.save_member`);
-    one already there (whole: they are renamed into place) is kept, as a resumed sweep's.
+    one already there (whole: they are renamed into place) is kept, as a resumed sweep's, and
+    the half-written folders a killed save left (``.<i>.<hex>.tmp``) are removed.
 
     Returns:
       The ``members`` folder.
     """
     folder = os.path.join(out, "members")
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".") and name.endswith(".tmp"):  # save_member's staging names
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
     for i, member in enumerate(result.members):
         run_dir = os.path.join(folder, str(i))
         if not os.path.exists(run_dir):
@@ -317,13 +324,17 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # Progress counts network-steps: a group may run its members together, in chunks of
     # members, or one after another (each unit's steps restart from its own first chunk).
+    # A resumed unit's first chunk counts its restored steps too; a unit restored complete
+    # reports no chunk, so each group start counts every earlier group's members as done.
     quiet = not main_process  # one process prints the progress, as one writes the folder
     with _Progress(
         members * base.train.steps, live=live, quiet=quiet, unit="network-steps"
     ) as progress:
-        done = {"network_steps": 0, "last_step": 0}
+        done = {"network_steps": 0, "last_step": 0, "groups": 0}
 
         def on_group(static, count):
+            done["network_steps"] = max(done["network_steps"], done["groups"])
+            done["groups"] += count * base.train.steps  # network-steps once this group ends
             if not live and not quiet:
                 shapes = ", ".join(f"{k}={v}" for k, v in static.items()) or "all"
                 print(f"training {shapes}: {_networks(count)}", flush=True)
@@ -333,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
             advanced = step if step <= last else step - last  # a new unit starts from 0
             done["last_step"] = step
             done["network_steps"] += advanced * int(np.size(metrics["loss"]))
-            progress.update(done["network_steps"], {k: _mean(v) for k, v in metrics.items()})
+            done["metrics"] = {k: _typical(v) for k, v in metrics.items()}
+            progress.update(done["network_steps"], done["metrics"])
 
         result = sweep(  # a CheckpointError is a ValueError: one line, status 2
             model_for,
@@ -348,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
             checkpointer=checkpointer,
             resume=bool(args.resume),
         )
+        if live and "metrics" in done:  # the bar ends full though restored units ran no chunk
+            progress.update(members * base.train.steps, done["metrics"])
     wall_s = time.perf_counter() - started
     if not main_process:  # only process 0 writes the folder and prints
         return 0
@@ -367,5 +381,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if len(diverged) == members else 0
 
 
-def _mean(value):
-    return float(np.mean(value))
+def _typical(value) -> float:
+    """The progress line's value of a population's metric ``[members]``: the median of its
+    finite values (a diverged member's NaN or huge loss would swamp a mean); NaN if none."""
+    value = np.asarray(value, np.float64)
+    finite = value[np.isfinite(value)]
+    return float(np.median(finite)) if finite.size else math.nan

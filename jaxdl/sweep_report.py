@@ -33,17 +33,24 @@ def with_published(rows: list[dict[str, Any]], data_name: str) -> list[dict[str,
       data_name: the data set's name.
 
     Returns:
-      Rows of the grouping values, ``n``, ``mean_%``, ``std_%``, ``ci95_%`` (text with one
-      decimal: ``"92.0"``, ``"[91.2, 92.8]"``) and, for a data set with published figures,
-      ``published_%``.
+      Rows of the grouping values, ``n``, ``diverged`` (only if some member diverged),
+      ``mean_%``, ``std_%``, ``ci95_%`` (text with one decimal: ``"92.0"``, ``"[91.2, 92.8]"``;
+      ``"n/a"`` for a group of one, whose spread one seed cannot estimate) and, for a data set
+      with published figures, ``published_%``.
     """
     published = PUBLISHED.get(data_name)
+    replaced = ["mean", "std", "ci_low", "ci_high"]
+    if not any(row.get("diverged") for row in rows):
+        replaced.append("diverged")  # a column of zeros: shown only when it says something
     out = []
     for row in rows:
-        shown = {k: v for k, v in row.items() if k not in ("mean", "std", "ci_low", "ci_high")}
+        shown = {k: v for k, v in row.items() if k not in replaced}
         shown["mean_%"] = f"{100 * row['mean']:.1f}"  # text: 92.0 stays "92.0", not "92"
-        shown["std_%"] = f"{100 * row['std']:.1f}"
-        shown["ci95_%"] = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+        if row["n"] > 1:
+            shown["std_%"] = f"{100 * row['std']:.1f}"
+            shown["ci95_%"] = f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+        else:  # not "0.0" and "[92.0, 92.0]": one seed gives no spread, not a zero one
+            shown["std_%"] = shown["ci95_%"] = "n/a"
         if published is not None:
             shown["published_%"] = published.get(row.get("model"), "")
         out.append(shown)
@@ -87,8 +94,32 @@ def plot_accuracy_distribution(result: SweepResult) -> bytes:
     return data
 
 
+def curve_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max across seeds of the finite values at each point.
+
+    A diverged member's NaN/inf points are left out, so that one diverged seed does not erase
+    its configuration's curve and band (a NaN mean draws nothing); a point where no seed is
+    finite is NaN.
+
+    Args:
+      curves: ``[seeds, points]``.
+
+    Returns:
+      ``(mean, low, high)``, each ``[points]``.
+    """
+    curves = np.asarray(curves, np.float64)
+    finite = np.isfinite(curves)
+    count = finite.sum(0)  # [points]
+    some = count > 0
+    mean = np.where(finite, curves, 0.0).sum(0) / np.maximum(count, 1)
+    low = np.where(finite, curves, np.inf).min(0)
+    high = np.where(finite, curves, -np.inf).max(0)
+    return tuple(np.where(some, x, np.nan) for x in (mean, low, high))
+
+
 def plot_learning_curves(result: SweepResult) -> bytes:
-    """PNG: train loss and test accuracy vs step per configuration, mean with a min-max band."""
+    """PNG: train loss and test accuracy vs step per configuration, mean with a min-max band
+    across seeds (`curve_band`: non-finite points of diverged members left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,8 +134,9 @@ def plot_learning_curves(result: SweepResult) -> bytes:
         ):
             steps = np.asarray(histories[0][step_key])
             curves = scale * np.stack([np.asarray(h[key]) for h in histories])  # [seeds, points]
-            (line,) = ax.plot(steps, curves.mean(0), label=label)
-            ax.fill_between(steps, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
+            mean, low, high = curve_band(curves)
+            (line,) = ax.plot(steps, mean, label=label)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
     loss_ax.set(xlabel="step", ylabel="train loss", yscale="log", title="loss (band: min-max)")
     acc_ax.set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy (band: min-max)")
     acc_ax.legend(fontsize=7)
@@ -126,8 +158,9 @@ def write_sweep(
     """Writes a sweep's output folder and returns the summary table (Markdown).
 
     Files: ``results.csv`` (one row per member), ``summary.md`` (mean, std, 95 % CI across seeds
-    per configuration, beside published figures where known), ``results.json`` (both tables and
-    ``extra``), ``accuracy.png`` (one dot per seed) and ``curves.png`` (bands across seeds).
+    per configuration, beside published figures where known; diverged members count with their
+    final values, and how many there are is shown), ``results.json`` (both tables and ``extra``),
+    ``accuracy.png`` (one dot per seed) and ``curves.png`` (bands across seeds).
 
     Args:
       result: the `SweepResult`.
@@ -145,7 +178,14 @@ def write_sweep(
     summary = render(with_published(summary_rows, data_name), "markdown")
     write_atomic(os.path.join(out_dir, "results.csv"), render(rows, "csv"))
     title = f"# Sweep summary{f' on {data_name}' if data_name else ''}\n\n"
-    write_atomic(os.path.join(out_dir, "summary.md"), title + summary + "\n")
+    diverged = sum(row["diverged_at_step"] >= 0 for row in rows)
+    note = (
+        f"\n\n{diverged} of {len(rows)} members diverged; they count with their final "
+        f"accuracy (see diverged_at_step in results.csv)."
+        if diverged
+        else ""
+    )
+    write_atomic(os.path.join(out_dir, "summary.md"), title + summary + note + "\n")
     write_json_atomic(
         os.path.join(out_dir, "results.json"),
         {"members": rows, "summary": summary_rows, **(extra or {})},

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import math
 import numbers
+import operator
 import os
 import shutil
 import uuid
@@ -19,6 +20,11 @@ import numpy as np
 from jaxdl.io import write_json_atomic
 
 SEED_AXES = ("seed", "init_seed", "data_seed")
+# Columns of `SweepResult.rows` and `summary_rows` besides the axes: no axis may take these names.
+RESULT_COLUMNS = (
+    *("member", "final_test_accuracy", "best_test_accuracy", "final_loss", "diverged_at_step"),
+    *("seconds", "strategy", "n", "diverged", "mean", "std", "ci_low", "ci_high"),
+)
 
 
 class MemberRun(NamedTuple):
@@ -65,16 +71,17 @@ def mean_std_ci(values: Sequence[float]) -> dict[str, float]:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return f"{value:.4g}"
-    return str(value)
+    """A Markdown cell: floats to 4 significant digits; a ``|`` escaped and a line break made a
+    space, so that a value (a model named ``"a|b"``) cannot split or end its row."""
+    text = f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_fmt(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -171,14 +178,15 @@ class SweepResult:
         for i, (member, history) in enumerate(
             zip(self.members, self.member_histories, strict=True)
         ):
-            test = np.asarray(history.get("test_accuracy", [np.nan]))
+            test = np.asarray(history.get("test_accuracy", [np.nan]), np.float64)
             loss = np.asarray(history.get("loss", [np.nan]))
+            evaluated = test[~np.isnan(test)]  # np.nanmax warns on all NaN: the best is NaN
             rows.append(
                 {
                     "member": i,
                     **member,
                     "final_test_accuracy": float(test[-1]),
-                    "best_test_accuracy": float(np.nanmax(test)),
+                    "best_test_accuracy": float(evaluated.max()) if evaluated.size else math.nan,
                     "final_loss": float(loss[-1]),
                     "diverged_at_step": int(diverged[i]),
                     "seconds": round(float(self.seconds[i]), 3),
@@ -204,14 +212,20 @@ class SweepResult:
         """Mean, std and 95 % CI of ``metric`` across the members of each ``by`` combination.
 
         Args:
-          by: axes to group by; ``None`` groups by every axis except the seed axes.
+          by: axes to group by (one name or a list); ``None`` groups by every axis except the
+            seed axes.
           metric: a numeric column of `rows` (another name is a ValueError listing them).
 
         Returns:
-          One dict per combination, in population order: the ``by`` values, then ``n``, ``mean``,
-          ``std``, ``ci_low``, ``ci_high``. Diverged members count with their final values.
+          One dict per combination, in population order: the ``by`` values, then ``n``,
+          ``diverged`` (how many of the ``n`` diverged), ``mean``, ``std``, ``ci_low``,
+          ``ci_high``. Diverged members count with their final values (a NaN makes the group's
+          statistics NaN).
         """
-        by = [a for a in self.axes if a not in SEED_AXES] if by is None else list(by)
+        if by is None:
+            by = [a for a in self.axes if a not in SEED_AXES]
+        else:  # a single name, as pandas' groupby takes it, not its letters
+            by = [by] if isinstance(by, str) else list(by)
         unknown = [a for a in by if a not in self.axes]
         if unknown:
             raise ValueError(f"summary: unknown axes {unknown}; valid: {list(self.axes)}")
@@ -223,13 +237,18 @@ class SweepResult:
         ]
         if metric not in metrics:
             raise ValueError(f"summary: unknown metric {metric!r}; valid: {', '.join(metrics)}")
-        groups: dict[tuple, list[float]] = {}
+        groups: dict[tuple, list[dict[str, Any]]] = {}
         for row in rows:
-            groups.setdefault(tuple(row[a] for a in by), []).append(row[metric])
-        return [
-            {**dict(zip(by, key, strict=True)), **mean_std_ci(values)}
-            for key, values in groups.items()
-        ]
+            groups.setdefault(tuple(row[a] for a in by), []).append(row)
+        summaries = []
+        for key, members in groups.items():
+            stats = mean_std_ci([row[metric] for row in members])
+            diverged = sum(row["diverged_at_step"] >= 0 for row in members)
+            summaries.append(
+                {**dict(zip(by, key, strict=True)), "n": stats.pop("n"), "diverged": diverged}
+                | stats
+            )
+        return summaries
 
     def summary(
         self,
@@ -240,7 +259,7 @@ class SweepResult:
         """`summary_rows` as a Markdown table or CSV text.
 
         Args:
-          by: axes to group by (default: all but the seed axes).
+          by: axes to group by, one name or a list (default: all but the seed axes).
           metric: the column summarised.
           format: ``"markdown"`` or ``"csv"``.
 
@@ -253,14 +272,14 @@ class SweepResult:
         """Member ``index`` as a standalone run.
 
         Args:
-          index: position in the population, ``0 <= index < len(self)``.
+          index: position in the population (the ``member`` column of `rows`); negative counts
+            from the end, as in a list: ``-len(self) <= index < len(self)``.
 
         Returns:
           A `MemberRun` whose config holds the axis values, the `TrainConfig` and the `Hparams`
           (axis values replacing the defaults).
         """
-        if not 0 <= index < len(self.members):
-            raise IndexError(f"member index {index} out of range for {len(self.members)} members")
+        index = self._index(index)
         state = self.states[index]
         hparams = self.hparams._replace(
             **{k: v for k, v in self.members[index].items() if k in self.hparams._fields}
@@ -274,6 +293,22 @@ class SweepResult:
             state.params, state.model_state, state, config, self.member_histories[index]
         )
 
+    def _index(self, index: int) -> int:
+        """``index`` as a position ``0 <= i < len(self)``; an IndexError or TypeError otherwise."""
+        count = len(self.members)
+        try:
+            position = operator.index(index)  # 2.0 or "2" is refused, np.int64(2) accepted
+        except TypeError:
+            raise TypeError(
+                f"member index: expected an integer, got {type(index).__name__} {index!r}"
+            ) from None
+        if not -count <= position < count:
+            raise IndexError(
+                f"member index {index} out of range: expected {-count} <= index < {count} "
+                f"({count} members)"
+            )
+        return position % count
+
     def save_member(self, index: int, run_dir: str | os.PathLike, *, run_config=None) -> str:
         """Writes member ``index`` as a single-run folder, as ``jaxdl train`` lays one out.
 
@@ -285,7 +320,7 @@ class SweepResult:
         written under a temporary name and renamed when complete: it is whole or absent.
 
         Args:
-          index: position in the population, ``0 <= index < len(self)``.
+          index: position in the population, as in `member`.
           run_dir: the folder to make; it must not exist.
           run_config: the member's `jaxdl.config.RunConfig` (model, data, training, lr, seed)
             where it has one, as ``jaxdl sweep`` builds with `jaxdl.sweep_cli.member_config`;
@@ -303,6 +338,7 @@ class SweepResult:
         from jaxdl.config import to_dict
         from jaxdl.report import checkpoint_dir
 
+        index = self._index(index)
         member = self.member(index)
         config = member.config
         if run_config is not None:

@@ -337,6 +337,32 @@ def test_members_of_is_the_product_with_the_last_axis_fastest():
     ]
 
 
+def test_numpy_and_jax_arrays_are_axes_of_plain_python_values(tmp_path):
+    """``np.logspace(...)`` is an axis like the list of its values; its members, the result's
+    axes and the saved ``sweep.json`` hold Python numbers, not NumPy scalars."""
+    import json
+
+    from jaxdl.checkpoint import Checkpointer
+
+    lrs = np.logspace(-3, -2, 2, dtype=np.float32)
+    axes = {"seed": jnp.arange(2), "lr": lrs}
+    members = members_of(axes)
+    assert members == members_of({"seed": [0, 1], "lr": lrs.tolist()})
+    assert all(type(m["lr"]) is float and type(m["seed"]) is int for m in members)
+    assert members_of({"hidden": np.array([[16], [32]])}) == [{"hidden": (16,)}, {"hidden": (32,)}]
+    result = jaxdl.sweep(
+        jaxdl.mlp(hidden=(8,)), digits(), axes, config=CONFIG,
+        checkpointer=Checkpointer(tmp_path, every=10),
+    )  # fmt: skip
+    assert result.axes == {"seed": [0, 1], "lr": lrs.tolist()}
+    assert json.loads((tmp_path / "sweep.json").read_text())["axes"]["lr"] == lrs.tolist()
+
+
+def test_an_axis_named_like_a_result_column_is_refused():
+    with pytest.raises(ValueError, match="axis 'seconds' would overwrite the result column"):
+        members_of({"seed": [0], "seconds": [1, 2]})
+
+
 def test_unknown_strategy_and_empty_axes_raise():
     with pytest.raises(ValueError, match="pmap") as raised:
         jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, strategy="pmap")
@@ -442,6 +468,14 @@ def test_sweep_command_writes_its_folder_and_counts_network_steps(tmp_path, caps
     assert "| mlp |" in (out / "summary.md").read_text()
     for plot in ("accuracy.png", "curves.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_progress_line_shows_the_median_of_the_members_that_did_not_diverge():
+    from jaxdl.sweep_cli import _typical
+
+    assert _typical(np.array([0.5, np.nan, 0.7, 1e30, np.inf])) == 0.7
+    assert _typical(np.array([0.25])) == 0.25
+    assert np.isnan(_typical(np.array([np.nan, np.nan])))
 
 
 def test_padding_members_stay_out_of_on_chunk():

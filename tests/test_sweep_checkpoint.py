@@ -23,7 +23,7 @@ from jaxdl import cli, config, report
 from jaxdl.checkpoint import Checkpointer, CheckpointError
 from jaxdl.io import write_json_atomic
 from jaxdl.sweep_checkpoint import concat_history, load_history, save_history
-from jaxdl.sweep_cli import SweepSpec, spec_to_dict
+from jaxdl.sweep_cli import SweepSpec, save_members, spec_to_dict
 from jaxdl.train import History, TrainConfig
 
 CONFIG = TrainConfig(steps=40, batch_size=32, chunk_steps=10, eval_every=20)
@@ -305,3 +305,24 @@ def test_resume_of_a_sweep_without_checkpoints_is_a_usage_error(tmp_path, capsys
     assert "that sweep saved no checkpoints (run it with --checkpoint-every N" in (
         capsys.readouterr().err
     )
+
+
+def test_saving_members_again_removes_what_a_killed_save_left(tmp_path):
+    """A kill inside `SweepResult.save_member` leaves its staging folder ``.<i>.<hex>.tmp``
+    beside the members; the resumed sweep's save removes it (it was kept, a partial checkpoint)."""
+    folder = tmp_path / "members"
+    (folder / "0").mkdir(parents=True)  # saved whole before the kill: kept
+    (folder / ".1.5f3a.tmp" / "checkpoints").mkdir(parents=True)  # killed while saving 1
+    saved = []
+
+    class Result:
+        members = [{"model": "mlp", "seed": 0}, {"model": "mlp", "seed": 1}]
+
+        def save_member(self, index, run_dir, *, run_config):
+            assert run_config.seed == index
+            saved.append(index)
+            os.makedirs(run_dir)
+
+    assert save_members(Result(), config.RunConfig(), str(tmp_path)) == str(folder)
+    assert saved == [1]
+    assert sorted(os.listdir(folder)) == ["0", "1"]
