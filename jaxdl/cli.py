@@ -281,7 +281,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its newest valid checkpoint, with its config.json "
-        "(other options are ignored); ends bit-identical to an uninterrupted run",
+        "(options that would change the run are refused); ends bit-identical to an "
+        "uninterrupted run",
     )
     output.add_argument(
         "--no-progress",
@@ -312,6 +313,36 @@ def read_resumed_json(flag: str, folder: str, kind: str, parse: Callable[[Any], 
             return parse(json.load(f))
     except ValueError as err:  # json.JSONDecodeError is one
         raise ValueError(f"{flag} {folder}: {path} is not a {kind} config: {err}") from None
+
+
+def _device_options() -> list[str]:
+    parser = _Parser(add_help=False)
+    add_device_arguments(parser)
+    return parser.valid_options()
+
+
+# Options that say how to run, not what: the only ones a --resume takes besides its folder.
+RESUME_OPTIONS = ("--resume", "--no-progress", "--no-compilation-cache", *_device_options())
+
+
+def check_resume_options(args: argparse.Namespace) -> None:
+    """Refuses options that ``--resume`` would ignore (it reruns the folder's ``config.json``).
+
+    Args:
+      args: parsed arguments of ``jaxdl train`` or ``jaxdl sweep``, with ``resume`` (the folder)
+        and ``given_options`` (set by `main`: the ``--long`` options on the command line).
+
+    Returns:
+      None; a `UsageError` names the options and the folder.
+    """
+    ignored = [opt for opt in getattr(args, "given_options", []) if opt not in RESUME_OPTIONS]
+    if ignored:
+        raise UsageError(
+            f"--resume {args.resume} continues that folder's config.json as saved, so "
+            f"{', '.join(dict.fromkeys(ignored))} would be ignored: leave them out (other "
+            f"options make another run: give it its own --out); with --resume go only "
+            f"{', '.join(RESUME_OPTIONS[1:])}"
+        )
 
 
 def _resumed_config(run_dir: str) -> config.RunConfig:
@@ -538,6 +569,11 @@ def _unrecognized(parser: _Parser, extras: list[str]) -> str:
     return f"{message}; valid options of '{parser.prog}': {', '.join(valid)}"
 
 
+def _given_options(argv: Sequence[str]) -> list[str]:
+    """The ``--long`` options on a command line, as given (``--steps=5`` is ``--steps``)."""
+    return [token.split("=", 1)[0] for token in argv if token.startswith("--")]
+
+
 def _error_text(err: BaseException) -> str:
     """The error's message on one line (``"No such file or directory: x"`` for an OSError)."""
     if isinstance(err, OSError) and err.strerror and err.filename:
@@ -592,6 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             print(_overview())
             return 0
+        args.given_options = _given_options(sys.argv[1:] if argv is None else argv)
+        if getattr(args, "resume", None):  # train and sweep
+            check_resume_options(args)
         _use_compilation_cache(args)
         return args.handler(args)
     except (UsageError, *USER_ERRORS) as err:

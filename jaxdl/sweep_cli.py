@@ -41,11 +41,13 @@ def _networks(count: int) -> str:
 
 def _list(kind):
     """An argparse type: ``"1e-3,1e-2"`` -> ``[0.001, 0.01]`` of ``kind``; a value given twice
-    is an error (it would train the same networks twice and count them as more seeds)."""
+    is an error (it would train the same networks twice and count them as more seeds), and so is
+    an empty item (``"1e-3,,1e-2"``: a value lost in typing)."""
 
     def parse(text: str) -> list:
+        parts = [part.strip() for part in text.split(",")]
         try:
-            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+            values = [kind(part) for part in parts] if all(parts) else []
         except ValueError:
             values = []
         if not values:
@@ -138,9 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument(
         "--resume",
         metavar="SWEEP_DIR",
-        help="continue the checkpointed sweep in SWEEP_DIR with its config.json (other options "
-        "are ignored): completed groups are not retrained; ends bit-identical to an "
-        "uninterrupted sweep",
+        help="continue the checkpointed sweep in SWEEP_DIR with its config.json (options that "
+        "would change the sweep are refused): completed groups are not retrained; ends "
+        "bit-identical to an uninterrupted sweep",
     )
     output.add_argument(
         "--save-members",

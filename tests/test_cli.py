@@ -214,18 +214,35 @@ def test_resume_of_a_malformed_config_names_the_file(tmp_path, command, text, me
     assert len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_resume_refuses_options_it_would_ignore(tmp_path, command):
+    """--resume reruns the folder's config.json: an option that would change the run is an
+    error naming it (before, ``--steps 600`` was silently ignored); how-to-run options pass."""
+    argv = [command, "--resume", str(tmp_path), "--steps", "600", "--lr=5", "--no-progress"]
+    status, _, stderr = run_main(argv)
+    assert status == 2
+    assert stderr.startswith(f"error: --resume {tmp_path} continues that folder's config.json"), (
+        stderr
+    )
+    assert "so --steps, --lr would be ignored: leave them out" in stderr  # not --no-progress
+    status, _, stderr = run_main([command, "--resume", str(tmp_path), "--no-progress"])
+    assert status == 2 and "no config.json there" in stderr  # past the option check
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--lr", "1e-3,0.001"], "argument --lr: expected distinct values, got '1e-3,0.001' "),
-        (["--model", "mlp,mlp"], "argument --model: expected distinct values, got 'mlp,mlp' "),
+        (["--lr", "1e-3,0.001"], "argument --lr: expected distinct values, got '1e-3,0.001' ("),
+        (["--model", "mlp,mlp"], "argument --model: expected distinct values, got 'mlp,mlp' ("),
+        (["--lr", "1e-3,,1e-2"], "argument --lr: expected comma-separated float values, got '1e"),
+        (["--model", "mlp,"], "argument --model: expected comma-separated str values, got 'mlp,'"),
     ],
 )
-def test_sweep_axis_value_given_twice_is_an_error(tmp_path, args, message):
+def test_sweep_axis_value_given_twice_or_left_empty_is_an_error(tmp_path, args, message):
     tiny = ["--seeds", "1", "--steps", "2", "--no-progress"]  # quick even if accepted
     status, _, stderr = run_main(["sweep", *args, *tiny, "--out", str(tmp_path / "s")])
     assert status == 2
-    assert stderr.startswith(f"error: {message}("), stderr
+    assert stderr.startswith(f"error: {message}"), stderr
     assert not (tmp_path / "s").exists()
 
 
