@@ -362,8 +362,9 @@ def _train(args: argparse.Namespace) -> int:
     data = config.load_data(cfg.data)
     if cfg.out is None:
         cfg = config.replace(cfg, {"out": report.default_out_dir(cfg)})
+    verb = "resuming" if args.resume else "training"
     print(
-        f"training {cfg.model.name} on {cfg.data.name} ({data.num_train} train / "
+        f"{verb} {cfg.model.name} on {cfg.data.name} ({data.num_train} train / "
         f"{data.num_test} test, input {list(data.input_shape)}) for {cfg.train.steps} steps "
         f"-> {cfg.out}",
         flush=True,

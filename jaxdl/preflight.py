@@ -187,8 +187,14 @@ def check_data(data: Dataset | DeviceData) -> None:
       data: a `Dataset` or a `DeviceData`.
 
     Returns:
-      None.
+      None. A TypeError if ``data`` is neither.
     """
+    if not isinstance(data, Dataset | DeviceData):
+        raise TypeError(
+            f"data must be a jaxdl.data.Dataset, got {type(data).__name__}: load one with "
+            f"jaxdl.data.load(name) or wrap arrays as jaxdl.data.Dataset(x_train, y_train, "
+            f"x_test, y_test, num_classes=...)"
+        )
     name = getattr(data, "name", "data")
     num_classes = getattr(data, "num_classes", None)
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):

@@ -421,7 +421,14 @@ def restore_run(run_dir: str | os.PathLike, step: int | None = None) -> Restored
     if not os.path.exists(path):
         raise ValueError(f"{run_dir}: no config.json (not a jaxdl train folder)")
     with open(path) as f:
-        cfg = from_dict(json.load(f))
+        saved = json.load(f)
+    if isinstance(saved, dict) and {"run", "axes"} <= saved.keys():  # sweep_cli.spec_to_dict
+        raise ValueError(
+            f"{run_dir} is a jaxdl sweep folder, not a run: give one member's run folder, "
+            f"{os.path.join(os.fspath(run_dir), 'members', '<i>')} (i as in results.csv; "
+            f"written by jaxdl sweep --save-members)"
+        )
+    cfg = from_dict(saved)
     data = load_data(cfg.data)
     model = build_model(cfg.model, data.num_classes, len(data.input_shape))
     example = jax.ShapeDtypeStruct((1, *data.input_shape), jnp.float32)

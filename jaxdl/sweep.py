@@ -10,6 +10,7 @@ so a member equals the same configuration trained alone with `jaxdl.train.fit`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import os
 import time
@@ -492,10 +493,13 @@ def sweep(
     groups = _groups(members)
     if any(group.static for group in groups) and isinstance(model, Layer):
         static_axes = [name for name, _ in groups[0].static]
+        close = [m for a in static_axes for m in difflib.get_close_matches(a, TRACED_AXES, n=1)]
         raise ValueError(
-            f"sweep axes {static_axes} change the model: pass model as a function "
-            f"model({', '.join(static_axes)}) -> Layer (the axes that do not change it: "
-            f"{', '.join(TRACED_AXES)})"
+            f"sweep axes {static_axes} are not among the axes a Layer takes "
+            f"({', '.join(TRACED_AXES)})"
+            + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            + f"; axes that change the model need it as a function "
+            f"model({', '.join(static_axes)}) -> Layer"
         )
     check_fits(config, data, model, hparams, axes=axes)
     if hparams.weight_decay is None:  # no decay: the same program as 0, and the same records

@@ -265,7 +265,7 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(),
         DataError,
-        "toy test: 1 label(s) outside [0, 10), the first is y[0] = -1",
+        "toy test: 1 negative label(s), the first is y[0] = -1",
     ),
     "nan-input": (
         MLP,
@@ -394,9 +394,17 @@ SWEEP_CASES = {
         {"lrr": [1e-3]},
         MLP,
         ValueError,
-        "sweep axes ['lrr'] change the model: pass model as a function model(lrr) -> Layer "
-        "(the axes that do not change it: seed, init_seed, data_seed, lr, weight_decay, "
-        "init_scale)",
+        "sweep axes ['lrr'] are not among the axes a Layer takes (seed, init_seed, data_seed, "
+        "lr, weight_decay, init_scale) (did you mean 'lr'?); axes that change the model need "
+        "it as a function model(lrr) -> Layer",
+    ),
+    "width-axis-with-a-layer": (
+        {"width": [8, 16]},
+        MLP,
+        ValueError,
+        "sweep axes ['width'] are not among the axes a Layer takes (seed, init_seed, data_seed, "
+        "lr, weight_decay, init_scale); axes that change the model need it as a function "
+        "model(width) -> Layer",
     ),
     "axis-the-model-function-does-not-take": (
         {"widht": [8]},
@@ -414,6 +422,14 @@ def test_sweep_refuses_bad_axes_before_compiling(no_compiling, axes, model, erro
     with pytest.raises(error) as raised:
         jaxdl.sweep(model, TOY, axes, config=CONFIG)
     assert str(raised.value) == message
+
+
+def test_data_given_as_arrays_not_a_dataset_says_how_to_make_one(no_compiling):
+    arrays = (np.zeros((8, 4), np.float32), np.zeros(8, np.int32))
+    for run in (lambda: jaxdl.fit(MLP, arrays, CONFIG), lambda: jaxdl.sweep(MLP, arrays, {})):
+        with pytest.raises(TypeError, match=r"data must be a jaxdl.data.Dataset, got tuple: ") as e:
+            run()
+        assert "jaxdl.data.Dataset(x_train, y_train, x_test, y_test, num_classes=...)" in str(e)
 
 
 def test_sweep_names_unknown_config_fields_and_axes_not_given_as_a_mapping(no_compiling):

@@ -379,3 +379,15 @@ def test_sweep_progress_is_not_printed_by_other_processes(tmp_path, monkeypatch)
     assert stdout.startswith("sweep of 2 networks (model: 1, seed: 2) on digits")
     assert "training " not in stdout and "network-steps" not in stdout
     assert not (tmp_path / "other").exists()
+
+
+def test_eval_of_a_sweep_folder_points_to_its_members(tmp_path):
+    sweep = {"run": {}, "axes": {"seed": [0]}, "strategy": "auto", "save_members": False}
+    (tmp_path / "config.json").write_text(json.dumps(sweep))
+    status, _, stderr = run_main(["eval", "--checkpoint", str(tmp_path)])
+    assert status == 2
+    members = tmp_path / "members" / "<i>"
+    assert stderr == (
+        f"error: {tmp_path} is a jaxdl sweep folder, not a run: give one member's run folder, "
+        f"{members} (i as in results.csv; written by jaxdl sweep --save-members)\n"
+    )

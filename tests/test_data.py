@@ -281,7 +281,7 @@ def test_label_out_of_range(tmp_path):
 
 
 def test_negative_label():
-    with pytest.raises(DataError, match=r"s: 1 label\(s\) outside \[0, 10\), .*y\[1\] = -1"):
+    with pytest.raises(DataError, match=r"s: 1 negative label\(s\), .*y\[1\] = -1"):
         data.validate(np.zeros((3, 2)), np.array([0, -1, 2]), num_classes=10, name="s")
 
 
@@ -318,7 +318,10 @@ def test_unknown_name_lists_the_valid_ones():
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "npz"])
 def test_file_formats_need_a_path(name):
-    with pytest.raises(DataError, match=f"data set '{name}' is read from files: path is required"):
+    message = (
+        f"data set '{name}' is read from files: give their path (path=..., on the command line"
+    )
+    with pytest.raises(DataError, match=re.escape(message + " --data-path)")):
         data.load(name)
 
 

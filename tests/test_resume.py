@@ -44,6 +44,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
 
     resumed = jaxdl_train(tmp_path / "resumed.log", "--resume", killed_dir)
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()
+    assert "\nresuming mlp on digits" in "\n" + (tmp_path / "resumed.log").read_text()
 
     a, b = report.restore_run(killed_dir), report.restore_run(full_dir)
     assert a.step == b.step == 600

@@ -81,7 +81,10 @@ def load(name: str, *, path: PathLike | None = None, **kwargs) -> Dataset:
             f"data set {name!r}: unknown option(s) {unknown}, expected {list(source.options)}"
         )
     if source.needs_path and path is None:
-        raise DataError(f"data set {name!r} is read from files: path is required")
+        raise DataError(
+            f"data set {name!r} is read from files: give their path (path=..., on the command "
+            f"line --data-path)"
+        )
     if not source.needs_path and path is not None:
         raise DataError(f"data set {name!r} is built in and takes no path, got path={path!r}")
     args = (name, Path(path)) if source.needs_path else (name,)

@@ -90,7 +90,7 @@ def _check_shapes(x: np.ndarray, y: np.ndarray, name: str) -> None:
 
 def _check_labels(y: np.ndarray, num_classes: int | None, name: str) -> None:
     """Every label in ``[0, num_classes)`` (``>= 0`` if ``num_classes`` is None)."""
-    if num_classes is None:
+    if num_classes is None or (y < 0).any():  # "outside [0, 3)" would hide that -1 is the fault
         bad, what = y < 0, "negative label(s)"
     elif not is_count(num_classes):
         raise DataError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
