@@ -144,6 +144,26 @@ def _parse_value(text: str, current: Any) -> Any:
         raise ValueError(f"expected {type(current).__name__}, got {text!r}") from None
 
 
+def check_counts(config: Any, names: Sequence[str], *, minimum: int = 1) -> None:
+    """Raises a ValueError naming the key unless each named field of ``config`` (an int or a
+    tuple of ints) is at least ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(type(v) is int and v >= minimum for v in values):
+            what = "ints" if isinstance(value, tuple) else "an int"
+            raise ValueError(f"config key {name!r}: expected {what} >= {minimum}, got {value!r}")
+
+
+def check_choices(config: Any, name: str, valid: Sequence[str]) -> None:
+    """Raises a ValueError naming the key and the valid values unless each value of the field
+    ``name`` (a string or a tuple of them) is one of ``valid``."""
+    value = getattr(config, name)
+    unknown = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in valid]
+    if unknown:
+        raise ValueError(f"config key {name!r}: unknown {unknown}; valid: {', '.join(valid)}")
+
+
 def override(config: Any, assignments: Sequence[str]) -> Any:
     """``config`` (a frozen dataclass) with ``key=value`` assignments applied.
 
@@ -152,7 +172,8 @@ def override(config: Any, assignments: Sequence[str]) -> Any:
       assignments: ``["steps=500", "depths=2,8"]``; values take the field's type.
 
     Returns:
-      A new config. An unknown key is an error that lists the valid ones.
+      A new config. An unknown key, or a value the config's own checks refuse (its
+      ``__post_init__``), is a ValueError naming the key.
     """
     valid = [f.name for f in dataclasses.fields(config)]
     changes = {}

@@ -41,6 +41,10 @@ class Config:
     ridge: float = 1e-3  # penalty of the linear read-out, relative to the mean feature norm²
     out_dir: str = f"runs/experiments/{NAME}"  # where results.json, results.md, PNGs go
 
+    def __post_init__(self):  # what --set may get wrong, named before anything trains
+        common.check_counts(self, ["channels", "steps", "batch_size", "maps_shown"])
+        common.check_counts(self, ["examples"], minimum=0)
+
     def quick(self) -> Config:
         """The version the tests run: fewer steps."""
         return dataclasses.replace(self, steps=300)

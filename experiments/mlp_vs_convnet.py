@@ -18,6 +18,16 @@ import jaxdl
 from experiments import common
 
 NAME = "mlp_vs_convnet"
+RUNS = (  # every "data set/model" pair the study knows
+    "mnist1d/logistic",
+    "mnist1d/mlp",
+    "mnist1d/convnet",
+    "mnist1d_shuffled/logistic",
+    "mnist1d_shuffled/mlp",
+    "mnist1d_shuffled/convnet",
+    "digits/mlp",
+    "digits/convnet",  # on digits the ConvNet is 2-D: jaxdl.convnet takes the input's rank
+)
 
 # Test accuracy (%) in the MNIST-1D paper (Greydanus & Kobak, 2024, table 1).
 PUBLISHED = {
@@ -32,16 +42,7 @@ TARGETS = {"convnet": 0.92, "mlp": 0.65}
 class Config:
     """Models, data sets and the budget of each; Adam throughout, as in the MNIST-1D paper."""
 
-    runs: tuple[str, ...] = (  # "data set/model" pairs, each trained over `seeds`
-        "mnist1d/logistic",
-        "mnist1d/mlp",
-        "mnist1d/convnet",
-        "mnist1d_shuffled/logistic",
-        "mnist1d_shuffled/mlp",
-        "mnist1d_shuffled/convnet",
-        "digits/mlp",
-        "digits/convnet",  # on digits the ConvNet is 2-D: jaxdl.convnet takes the input's rank
-    )
+    runs: tuple[str, ...] = RUNS  # "data set/model" pairs, each trained over `seeds`
     seeds: int = 8  # networks per (data set, model), vmapped in one program
     batch_size: int = 100  # the paper's batch size
     logistic_lr: float = 1e-2  # logistic regression: mlp(hidden=())
@@ -56,6 +57,12 @@ class Config:
     digits_steps: int = 500  # digits are easy: both models have converged by then (~35 epochs)
     chunk_steps: int = 500  # steps per compiled chunk (progress granularity)
     out_dir: str = f"runs/experiments/{NAME}"  # where results.json, results.md, PNGs go
+
+    def __post_init__(self):  # what --set may get wrong, named before anything trains
+        common.check_choices(self, "runs", RUNS)
+        common.check_counts(self, ["seeds", "batch_size", "chunk_steps", "convnet_channels"])
+        common.check_counts(self, ["logistic_steps", "mlp_steps", "convnet_steps", "digits_steps"])
+        common.check_counts(self, ["mlp_hidden"])
 
     def quick(self) -> Config:
         """The version the tests run: MLP and ConvNet on MNIST-1D, the ConvNet on its shuffled
@@ -83,11 +90,8 @@ def plan(config: Config) -> list[tuple[str, str, jaxdl.Layer, float, int]]:
         "convnet": (convnet, config.digits_lr, config.digits_steps),
     }
     choices = {"mnist1d": mnist1d, "mnist1d_shuffled": mnist1d, "digits": digits}
-    valid = [f"{data}/{model}" for data, models in choices.items() for model in models]
     out = []
-    for run in config.runs:
-        if run not in valid:
-            raise ValueError(f"unknown run {run!r}; valid: {', '.join(valid)}")
+    for run in config.runs:  # each one of RUNS (Config checks)
         data, model = run.split("/")
         out.append((data, model, *choices[data][model]))
     return out

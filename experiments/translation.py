@@ -51,6 +51,12 @@ class Config:
     lr: float = 3e-3  # Adam learning rate of every network
     out_dir: str = f"runs/experiments/{NAME}"  # where results.json, results.md, PNGs go
 
+    def __post_init__(self):  # what --set may get wrong, named before anything trains
+        common.check_counts(self, ["pad", "probe_pad"], minimum=0)
+        common.check_counts(self, ["probe_examples", "channels", "pool_sizes", "mlp_hidden"])
+        common.check_counts(self, ["seeds", "steps", "batch_size"])
+        common.check_choices(self, "pools", list(LABELS))
+
     def quick(self) -> Config:
         """The version the tests run: one ConvNet, two seeds, few steps."""
         return dataclasses.replace(
@@ -195,9 +201,6 @@ def models(config: Config, num_classes: int) -> dict[str, jaxdl.Layer]:
     is a max by 2 and the second a max over the whole map (``[B, 1, 1, C]``)."""
     out = {"mlp": jaxdl.mlp(config.mlp_hidden, num_classes, "relu", "he_normal")}
     pools = {"max": "max", "avg": "avg", "none": None}
-    unknown = sorted(set(config.pools) - set(LABELS))
-    if unknown:
-        raise ValueError(f"unknown pools {unknown}; valid: {', '.join(LABELS)}")
     for kind in config.pools:
         if kind == "global":
             side = (8 + 2 * config.pad) // 2  # the map's side after the first pooling

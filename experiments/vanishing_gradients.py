@@ -55,6 +55,19 @@ class Config:
     saturation_threshold: float = 0.01  # a unit is saturated where act'(z) < this
     out_dir: str = f"runs/experiments/{NAME}"  # where results.json, results.md, PNGs go
 
+    def __post_init__(self):  # what --set may get wrong, named before anything trains
+        common.check_counts(self, ["depths", "width", "seeds", "steps", "batch_size"])
+        common.check_counts(self, ["chunk_steps", "probe_size"])
+        # the probe needs act'(z) of each activation
+        common.check_choices(self, "activations", list(DERIVATIVES))
+        common.check_choices(self, "inits", jaxdl.initializers.NAMES)
+        common.check_choices(self, "optimizer", jaxdl.optimizers.OPTIMIZERS)
+        if self.steps % self.chunk_steps:
+            raise ValueError(
+                f"config key 'steps': {self.steps} must be a multiple of chunk_steps "
+                f"({self.chunk_steps})"
+            )
+
     def quick(self) -> Config:
         """The version the tests run: two depths, activations and inits, two seeds, few steps."""
         return dataclasses.replace(
@@ -422,17 +435,6 @@ def run(config: Config) -> dict:
       with per-seed arrays (``grad_norm_init`` ``[seeds, layers]``...) and summary ratios.
     """
     watch = common.Stopwatch()
-    if config.steps % config.chunk_steps:
-        raise ValueError(
-            f"steps ({config.steps}) must be a multiple of chunk_steps ({config.chunk_steps})"
-        )
-    unknown = [a for a in config.activations if a not in DERIVATIVES]
-    if unknown:  # checked before training: the probe needs act'(z) of each activation
-        raise ValueError(
-            f"activations {unknown}: the probe knows act'(z) only of {', '.join(DERIVATIVES)}"
-        )
-    if config.seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
     data = jaxdl.data.load(config.data)
     device_data = to_device(data)
     records = []

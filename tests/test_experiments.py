@@ -190,16 +190,37 @@ def test_bad_config_values_name_their_key():
         common.override(config, ["lr=fast"])
 
 
-def test_vanishing_gradients_rejects_what_it_cannot_probe(tmp_path):
-    """Checked before any training: the probe has act'(z) of three activations only."""
-    config = dataclasses.replace(
-        vanishing_gradients.Config(), depths=(1,), steps=100, seeds=1, out_dir=str(tmp_path)
-    )
-    with pytest.raises(ValueError, match=r"activations \['gelu'\]: .* only of sigmoid, tanh, relu"):
-        vanishing_gradients.run(dataclasses.replace(config, activations=("gelu",)))
-    with pytest.raises(ValueError, match="seeds must be at least 1, got 0"):
-        vanishing_gradients.run(dataclasses.replace(config, seeds=0))
-    assert not os.listdir(tmp_path)
+def test_vanishing_gradients_rejects_what_it_cannot_probe():
+    """Checked when the config is made: the probe has act'(z) of three activations only."""
+    config = vanishing_gradients.Config()
+    with pytest.raises(
+        ValueError, match=r"'activations': unknown \['gelu'\]; valid: sigmoid, tanh, "
+    ):
+        dataclasses.replace(config, activations=("gelu",))
+    with pytest.raises(ValueError, match="config key 'seeds': expected an int >= 1, got 0"):
+        dataclasses.replace(config, seeds=0)
+
+
+@pytest.mark.parametrize(
+    "study, assignment, message",
+    [
+        (translation, "pools=maxx", "config key 'pools': unknown ['maxx']; valid: max, avg, "),
+        (translation, "seeds=0", "config key 'seeds': expected an int >= 1, got 0"),
+        (translation, "pad=-1", "config key 'pad': expected an int >= 0, got -1"),
+        (mlp_vs_convnet, "runs=digits/logistic", "config key 'runs': unknown ['digits/logistic']"),
+        (mlp_vs_convnet, "mlp_hidden=100,0", "'mlp_hidden': expected ints >= 1, got (100, 0)"),
+        (feature_maps, "steps=0", "config key 'steps': expected an int >= 1, got 0"),
+        (vanishing_gradients, "steps=150", "'steps': 150 must be a multiple of chunk_steps (100)"),
+    ],
+)
+def test_bad_set_values_are_one_error_line_naming_the_key(capsys, study, assignment, message):
+    """``--set`` values a study cannot run are refused by its config (exit 2, ``error: ...``),
+    not a traceback from deep in the run."""
+    with pytest.raises(SystemExit) as exited:
+        common.main("x", study.Config, lambda c: pytest.fail("ran"), ["--set", assignment])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("python -m experiments.x: error: config key ") and message in error
 
 
 def test_translation_measures_every_nonzero_shift():
