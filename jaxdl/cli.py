@@ -345,6 +345,43 @@ def check_resume_options(args: argparse.Namespace) -> None:
         )
 
 
+# Options that only act with one model, optimiser or schedule: (what selects it, its value).
+CONDITIONAL_OPTIONS = {
+    "--channels": ("--model", "convnet"),
+    "--kernel": ("--model", "convnet"),
+    "--pool": ("--model", "convnet"),
+    "--momentum": ("--optimizer", "momentum"),
+    "--warmup-steps": ("--schedule", "warmup_cosine"),
+}
+
+
+def warn_unused_options(args: argparse.Namespace, cfg: config.RunConfig, models: Sequence[str]):
+    """Prints a warning for each option given that the run does not use (``--channels`` with
+    ``--model mlp``): it is valid but changes nothing, which is rarely what was meant.
+
+    Args:
+      args: parsed arguments, with ``given_options`` (set by `main`).
+      cfg: the run's `RunConfig` (a sweep's shared one).
+      models: the model names trained (a sweep may train several).
+
+    Returns:
+      None.
+    """
+    selected = {
+        "--model": set(models),
+        "--optimizer": {cfg.train.optimizer},
+        "--schedule": {cfg.train.schedule},
+    }
+    for option in dict.fromkeys(getattr(args, "given_options", [])):
+        if option in CONDITIONAL_OPTIONS:
+            selector, value = CONDITIONAL_OPTIONS[option]
+            if value not in selected[selector]:
+                print(
+                    f"warning: {option} acts only with {selector} {value}; ignored here",
+                    file=sys.stderr,
+                )
+
+
 def _resumed_config(run_dir: str) -> config.RunConfig:
     """The `RunConfig` saved in a run folder, its ``out`` pointing at that folder."""
     cfg = read_resumed_json("--resume", run_dir, "jaxdl train", config.from_dict)
@@ -359,6 +396,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = _resumed_config(args.resume)
     else:
         cfg = config.replace(config.RunConfig(), config_overrides(args))
+    warn_unused_options(args, cfg, [cfg.model.name])
     data = config.load_data(cfg.data)
     if cfg.out is None:
         cfg = config.replace(cfg, {"out": report.default_out_dir(cfg)})

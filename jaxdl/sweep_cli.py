@@ -29,6 +29,7 @@ from jaxdl.cli import (
     config_overrides,
     mesh_from_args,
     read_resumed_json,
+    warn_unused_options,
 )
 from jaxdl.io import write_json_atomic
 from jaxdl.sweep import STRATEGIES, members_of, sweep
@@ -291,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     main_process = distributed.is_main_process()
     spec = _resumed_spec(args.resume) if args.resume else spec_from_args(args)
     base, axes = spec.run, spec.axes
+    warn_unused_options(args, base, axes["model"])
     data = config.load_data(base.data)
 
     def model_for(model: str):

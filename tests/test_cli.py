@@ -391,3 +391,17 @@ def test_eval_of_a_sweep_folder_points_to_its_members(tmp_path):
         f"error: {tmp_path} is a jaxdl sweep folder, not a run: give one member's run folder, "
         f"{members} (i as in results.csv; written by jaxdl sweep --save-members)\n"
     )
+
+
+def test_options_the_run_does_not_use_are_warned_about(tmp_path):
+    argv = [*TINY, "--channels", "8", "--momentum", "0.5"]  # an mlp, trained by adam
+    status, _, stderr = run_main([*argv, "--out", str(tmp_path / "run")])
+    assert status == 0
+    assert stderr.splitlines() == [
+        "warning: --channels acts only with --model convnet; ignored here",
+        "warning: --momentum acts only with --optimizer momentum; ignored here",
+    ]
+    argv = ["sweep", "--data", "digits", "--model", "mlp,convnet", "--channels", "4", "--seeds"]
+    tiny = ["1", "--steps", "2", "--chunk-steps", "2", "--eval-every", "2", "--no-progress"]
+    status, _, stderr = run_main([*argv, *tiny, "--out", str(tmp_path / "s")])
+    assert status == 0 and "warning" not in stderr  # the ConvNet uses it
