@@ -93,6 +93,12 @@ def max_pool(
 ) -> Layer:
     """Max over each spatial window, channel by channel.
 
+    Where a window holds tied maxima its gradient is split equally among them on the fast path
+    (non-overlapping windows, no zeros padded: a reshape and ``jnp.max``) and goes to the first
+    of them otherwise (``lax.reduce_window``, as in flax and torch). Both are gradients of the
+    max, and ties between distinct inputs are rare after a ReLU (tied zeros pass none back);
+    the first-maximum rule on the fast path cost 13-23 % of a LeNet step on CPU.
+
     Args:
       window: window size, an int (every spatial axis) or one per axis.
       stride: step between windows; ``None`` means ``window`` (non-overlapping windows).
