@@ -825,6 +825,23 @@ def test_init_errors(build, x_shape, expected):
         build().init(KEY, jnp.zeros(x_shape))
 
 
+@pytest.mark.parametrize(
+    "layer, kind",
+    [(jaxdl.dense(3), "dense"), (jaxdl.conv2d(3, 2), "conv"), (jaxdl.mlp(hidden=(4,)), "serial")],
+)
+def test_an_int_seed_as_key_names_the_layer_and_how_to_make_a_key(layer, kind):
+    expected = f"{kind}: key must be a JAX random key, e.g. jax.random.key(0), got 0"
+    with pytest.raises(LayerError, match=message(expected)):
+        layer.init(0, jnp.zeros((1, 4, 4, 1)))
+
+
+def test_an_int_seed_as_dropout_key_names_the_layer():
+    model = jaxdl.mlp(hidden=(4,), dropout=0.5)
+    params, state = model.init(KEY, jnp.zeros((1, 4)))
+    with pytest.raises(LayerError, match=message("serial: key must be a JAX random key")):
+        model.apply(params, state, jnp.zeros((1, 4)), key=3, train=True)
+
+
 def test_kernel_fits_once_padded():
     y, _ = run(Z.conv1d(3, 3, padding=1, dilation=3), jnp.zeros((1, 6, 1)))
     chex.assert_shape(y, (1, 2, 3))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdl import initializers
 from jaxdl._checks import is_count
@@ -15,6 +17,14 @@ from jaxdl.types import Initializer, InputLike, LayerError
 def shape_of(x: InputLike) -> tuple[int, ...]:
     """The shape of an array or a ``jax.ShapeDtypeStruct``."""
     return tuple(x.shape)
+
+
+def split_key(kind: str, key, num: int = 2) -> jax.Array:
+    """``jax.random.split(key, num)``; anything but a JAX random key (an int seed, as PyTorch
+    takes one) is a `LayerError` naming the layer and how to make a key."""
+    if not isinstance(key, jax.Array | np.ndarray):
+        raise LayerError(kind, f"key must be a JAX random key, e.g. jax.random.key(0), got {key!r}")
+    return jax.random.split(key, num)
 
 
 def param_dtype(x: InputLike):

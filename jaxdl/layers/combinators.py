@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from jaxdl.layers._util import split_key
 from jaxdl.types import Layer, LayerError
 
 
@@ -44,7 +45,7 @@ def _located(name, fn, *args, **kwargs):
 def _run_layers(named, params, state, x, key, train):
     """Yields ``(name, output, new state)`` of each layer in turn, each fed the previous
     output; ``key`` (if any) is split into one key per layer."""
-    keys = [None] * len(named) if key is None else list(jax.random.split(key, len(named)))
+    keys = [None] * len(named) if key is None else list(split_key("serial", key, len(named)))
     for (name, layer), layer_key in zip(named, keys, strict=True):
         x, s = _located(
             name,
@@ -78,7 +79,7 @@ def serial(*layers: Layer | tuple[str, Layer]) -> Layer:
 
     def init(key, x):
         params, state = {}, {}
-        keys = jax.random.split(key, len(named))
+        keys = split_key("serial", key, len(named))
         for (name, layer), layer_key in zip(named, keys, strict=True):
             p, s = _located(name, layer.init, layer_key, x)
             # The next layer's example input (shape and dtype only). Located too: layers without

@@ -21,6 +21,7 @@ from jaxdl.layers._util import (
     per_channel,
     shape_of,
     spatial_layout,
+    split_key,
 )
 from jaxdl.types import Layer, LayerError
 
@@ -216,7 +217,7 @@ def conv(
     def init(key, x):
         shape = shape_of(x)
         _, window, *_ = geometry(shape)
-        w_key, b_key = jax.random.split(key)
+        w_key, b_key = split_key("conv", key)
         dtype = param_dtype(x)
         params = {"w": w_fn(w_key, (*window, shape[-1], features), dtype)}
         if use_bias:

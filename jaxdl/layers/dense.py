@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import jax
-
 from jaxdl import initializers
-from jaxdl.layers._util import bias_initializer, is_count, param_dtype, per_channel, shape_of
+from jaxdl.layers._util import (
+    bias_initializer,
+    is_count,
+    param_dtype,
+    per_channel,
+    shape_of,
+    split_key,
+)
 from jaxdl.types import Layer, LayerError
 
 
@@ -40,7 +45,7 @@ def dense(
         shape = shape_of(x)
         if len(shape) < 2:
             raise LayerError("dense", f"expected input [batch, ..., features], got shape {shape}")
-        w_key, b_key = jax.random.split(key)
+        w_key, b_key = split_key("dense", key)
         dtype = param_dtype(x)
         params = {"w": w_fn(w_key, (shape[-1], features), dtype)}
         if use_bias:
