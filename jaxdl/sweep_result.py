@@ -59,14 +59,14 @@ def mean_std_ci(values: Sequence[float]) -> dict[str, float]:
       values: one number per seed, length ``n``.
 
     Returns:
-      ``{"n", "mean", "std", "ci_low", "ci_high"}``; with ``n == 1`` std is 0 and the interval
-      is the single value.
+      ``{"n", "mean", "std", "ci_low", "ci_high"}``; with ``n == 1`` std and the interval are
+      NaN (null in JSON): one value has no spread to estimate, which a 0 would claim it has.
     """
     x = np.asarray(values, np.float64)
     n = len(x)
     mean = float(np.mean(x))
-    std = float(np.std(x, ddof=1)) if n > 1 else 0.0
-    half = _t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+    std = float(np.std(x, ddof=1)) if n > 1 else math.nan
+    half = _t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
