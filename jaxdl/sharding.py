@@ -83,6 +83,11 @@ def parse_mesh(spec: str | Mapping[str, int] | None) -> dict[str, int]:
                 raise ValueError(f"mesh {spec!r}: axis {name!r} given twice")
             entries[name] = size
         spec = entries
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            f"mesh: expected a spec like 'data=4' or {{'data': 4}}, got {type(spec).__name__} "
+            f"{spec!r}"
+        )
     for name, size in spec.items():
         if name not in AXES:
             raise ValueError(f"mesh axis {name!r} is unknown; valid: {', '.join(AXES)}")

@@ -589,3 +589,46 @@ def test_npz_that_is_empty_or_a_folder_is_named(tmp_path):
         data.read_npz(empty)
     with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: a folder, expected"):
         data.read_npz(tmp_path)
+
+
+def test_cifar10_batch_with_ragged_labels_is_named(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[0], [1, 2]]})
+    )
+    pattern = rf"^{re.escape(str(path))}: expected data \[N, 3072\] and labels \[N\], got "
+    with pytest.raises(DataError, match=pattern):  # was numpy's bare ValueError
+        data.read_cifar10_batch(path)
+
+
+def test_npz_labels_beyond_int32_are_refused_not_wrapped(tmp_path):
+    path = save_xy(tmp_path, np.zeros((10, 2)), np.full(10, 2**40))  # 2**40 cast to int32 is 0
+    match = r"^npz: num_classes must be at most 2147483647 \(labels are stored as int32\), got "
+    with pytest.raises(DataError, match=match + rf"{2**40 + 1} "):
+        data.load("npz", path=path)
+    with pytest.raises(DataError, match=match + rf"{2**41}"):
+        data.load("npz", path=path, num_classes=2**41)
+
+
+def test_permutation_and_chunk_take_numpy_sizes_and_refuse_others():
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(  # np.int64 has no bit_length: an AttributeError before
+        data.epoch_permutation(key, 1, np.int64(10)), data.epoch_permutation(key, 1, 10)
+    )
+    np.testing.assert_array_equal(
+        data.chunk_indices(key, 0, 3, np.int64(10), 3), data.chunk_indices(key, 0, 3, 10, 3)
+    )
+    for bad in (0, -3, 5.0):  # [], an OverflowError, an AttributeError before
+        with pytest.raises(
+            DataError, match=rf"^num_examples must be a positive static int, got {bad}$"
+        ):
+            data.epoch_permutation(key, 0, bad)
+
+
+def test_on_device_validation_refuses_a_bool_num_classes():
+    from jaxdl.data.validation import validate_on_device
+
+    x, y = jnp.zeros((3, 2)), jnp.zeros(3, jnp.int32)
+    with pytest.raises(DataError, match=r"^t: num_classes must be a positive int, got True$"):
+        validate_on_device(x, y, num_classes=True, name="t")  # as the host `validate` does
+    validate_on_device(x, y, num_classes=np.int64(1), name="t")

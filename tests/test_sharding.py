@@ -30,6 +30,8 @@ def test_mesh_specs_parse():
         ("data=0", "axis 'data': expected a positive int size, got 0"),
         ("data=2,data=2", "axis 'data' given twice"),
         ({"data": 2.0}, "expected a positive int size, got 2.0"),
+        (4, r"expected a spec like 'data=4' or \{'data': 4\}, got int 4"),
+        (["data=4"], r"got list \['data=4'\]"),
     ],
 )
 def test_bad_mesh_specs_are_named(spec, message):

@@ -137,11 +137,14 @@ def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int)
     Args:
       key: the data order key (a ``jax.random.key``, or a legacy ``PRNGKey``).
       epoch: the epoch number, a Python int or a traced integer scalar, shape ``()``.
-      num_examples: the size of the training set, a static Python int.
+      num_examples: the size of the training set, a static positive int.
 
     Returns:
       A permutation of ``0 .. num_examples - 1``, shape ``[num_examples]``, int32.
     """
+    if not is_count(num_examples):
+        raise DataError(f"num_examples must be a positive static int, got {num_examples!r}")
+    num_examples = int(num_examples)  # a NumPy int has no bit_length, which the network needs
     positions = jnp.arange(num_examples, dtype=jnp.uint32)
     epochs = jnp.asarray(epoch, jnp.int32)[None]  # [1]
     round_keys = epoch_round_keys(order_words(key), epochs)  # [1, R]
@@ -180,6 +183,7 @@ def chunk_indices(
     if not is_count(num_steps):
         raise DataError(f"num_steps must be a positive static int, got {num_steps!r}")
     spe = steps_per_epoch(num_examples, batch_size)
+    num_examples = int(num_examples)  # a NumPy int has no bit_length, which the network needs
     steps = jnp.asarray(start_step, jnp.int32) + jnp.arange(num_steps, dtype=jnp.int32)
     epochs, offsets = steps // spe, steps % spe  # [num_steps] each
     round_keys = epoch_round_keys(order_words(key), epochs)  # [num_steps, R]

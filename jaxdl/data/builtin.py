@@ -19,6 +19,7 @@ from jaxdl.data.validation import check_same_features, validate
 
 DIGITS_TEST_FRACTION = 0.2  # 360 of 1797 images, stratified by class
 NPZ_TEST_FRACTION = 0.2  # split off the end of an .npz that holds only x and y
+MAX_CLASSES = int(np.iinfo(np.int32).max)  # labels are stored as int32, so lie below this
 
 _IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -111,6 +112,11 @@ def _finish(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
     validate(x_train, y_train, num_classes=num_classes, name=f"{name} train")
     validate(x_test, y_test, num_classes=num_classes, name=f"{name} test")
     check_same_features(name, x_train.shape, x_test.shape)
+    if num_classes > MAX_CLASSES:  # labels in range could still be 2**40, which wraps to 0
+        raise DataError(
+            f"{name}: num_classes must be at most {MAX_CLASSES} (labels are stored as int32), "
+            f"got {num_classes} (the largest label + 1 unless given)"
+        )
     # Labels are cast only after validation, so no out-of-range int64 can wrap around.
     return Dataset(
         x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes, name

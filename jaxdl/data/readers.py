@@ -100,7 +100,10 @@ def read_cifar10_batch(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a pickled dict, found {type(batch).__name__}")
     data, labels = _get(batch, "data", path), _get(batch, "labels", path)
-    data, labels = np.asarray(data), np.asarray(labels)
+    try:
+        data, labels = np.asarray(data), np.asarray(labels)
+    except ValueError as err:  # ragged lists, e.g. labels [[0], [1, 2]]
+        raise DataError(f"{path}: expected data [N, 3072] and labels [N], got {err}") from err
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: expected data of shape [N, 3072], found {data.shape}")
     if data.dtype != np.uint8:  # a cast to uint8 would wrap 256 to 0 and truncate 0.5 to 0

@@ -51,7 +51,7 @@ def validate_on_device(x: jax.Array, y: jax.Array, *, num_classes: int | None, n
     """
     _check_shapes(x, y, name)
     (low, high), finite = jax.device_get((label_range(y), _all_finite(x)))
-    top_ok = num_classes is None or (isinstance(num_classes, int) and high < num_classes)
+    top_ok = num_classes is None or (is_count(num_classes) and high < num_classes)
     if low < 0 or not top_ok or not finite:
         validate(np.asarray(x), np.asarray(y), num_classes=num_classes, name=name)
 
