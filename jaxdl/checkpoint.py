@@ -221,8 +221,15 @@ class Checkpointer:
         description = as_read_back(description)
         if resume and self.steps() and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                saved = with_new_defaults(json.load(f))
-            found = resume_differences(saved, description)
+                try:
+                    saved = json.load(f)
+                except json.JSONDecodeError as error:
+                    raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+            if not isinstance(saved, dict):
+                raise CheckpointError(
+                    f"{path}: expected a JSON object (a run description), got {saved!r:.80}"
+                )
+            found = resume_differences(with_new_defaults(saved), description)
             if found:
                 raise CheckpointError(
                     f"the checkpoints in {self.directory} were saved by another run: "

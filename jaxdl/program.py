@@ -262,7 +262,7 @@ def run_program(
       on_chunk: called after every chunk with the step reached and that chunk's metrics (plus
         ``test_accuracy`` and ``test_loss`` when an evaluation ran); for progress bars, logs and
         sweep checkpoints (which keep the history so far).
-      stop_on_divergence: stop after the chunk in which every member diverged.
+      stop_on_divergence: stop after the chunk in which every member diverged, evaluating it.
       on_state: called after every chunk, after ``on_chunk``, with the step reached and the
         state (checkpointing: a checkpoint at step ``s`` comes after the logs up to ``s``).
 
@@ -304,7 +304,9 @@ def run_program(
             record["grad_norm"] = metrics["grad_norm"]
         chunks.append(record)
         report = dict(record)
-        if eval_due(config, before, done):
+        # A run stopped here ends here: its last evaluation is of its final (frozen) state.
+        stop = stop_on_divergence and np.all(sharding.fetch(state.diverged_at) >= 0)
+        if stop or eval_due(config, before, done):
             test = jax.device_get(program.evaluate(state, data))
             evals.append(
                 {
@@ -321,6 +323,6 @@ def run_program(
             on_chunk(done, report)
         if on_state is not None:
             on_state(done, state)
-        if stop_on_divergence and np.all(sharding.fetch(state.diverged_at) >= 0):
+        if stop:
             break
     return state, stack_history(chunks, evals), timings

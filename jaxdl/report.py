@@ -7,6 +7,7 @@ written atomically (`jaxdl.io`); tensorboardX and matplotlib are imported only w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -46,6 +47,9 @@ class RunWriter:
     Args:
       out_dir: the run folder.
       config: the run's `RunConfig`, written as ``config.json``; ``None`` writes none.
+      resumed: the run continues from a checkpoint in the folder, so the ``metrics.jsonl`` rows
+        of the run it continues are kept; otherwise rows of an earlier run there are removed
+        (`log` replaces only the rows from the step it logs on).
 
     Example:
       >>> with RunWriter("runs/a", config) as writer:
@@ -53,11 +57,16 @@ class RunWriter:
       ...     writer.finish(history, summarize(history))
     """
 
-    def __init__(self, out_dir: str | os.PathLike, config: RunConfig | None = None):
+    def __init__(
+        self, out_dir: str | os.PathLike, config: RunConfig | None = None, *, resumed: bool = False
+    ):
         from tensorboardX import SummaryWriter  # heavy (protobuf): only when a run writes
 
         self.out_dir = os.fspath(out_dir)
         os.makedirs(self.out_dir, exist_ok=True)
+        if not resumed:  # an earlier run's rows before this run's first chunk end would stay
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path("metrics.jsonl"))
         if config is not None:
             write_json_atomic(self.path("config.json"), to_dict(config))
         self._started = time.perf_counter()
@@ -272,7 +281,7 @@ def train_and_evaluate(
     if saved:
         _check_resumable(out_dir, cfg, saved)  # before config.json is rewritten
     main_process = distributed.is_main_process()
-    writer = RunWriter(out_dir, cfg) if main_process else None
+    writer = RunWriter(out_dir, cfg, resumed=bool(saved)) if main_process else None
     try:
 
         def log(step, metrics):

@@ -216,3 +216,14 @@ def test_fit_resumed_under_another_config_hparams_or_seed_is_refused(data, tmp_p
     longer = dataclasses.replace(CONFIG, steps=70, eval_every=10)
     state, _ = fit(model, data, longer, same, checkpointer=Checkpointer(tmp_path), resume=True)
     assert int(state.step) == 70
+
+
+@pytest.mark.parametrize(
+    "text, message", [('{"train": ', "not valid JSON"), ("[1, 2]", "expected a JSON object")]
+)
+def test_an_unreadable_run_json_names_the_file(data, tmp_path, text, message):
+    model, config = jaxdl.mlp(hidden=(8,)), TrainConfig(steps=10, chunk_steps=10, batch_size=32)
+    fit(model, data, config, checkpointer=Checkpointer(tmp_path, every=10))
+    (tmp_path / "run.json").write_text(text)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path}/run.json: {message}"):
+        fit(model, data, config, checkpointer=Checkpointer(tmp_path), resume=True)

@@ -12,7 +12,7 @@ from _kill_and_resume import kill_after_checkpoint, start_jaxdl
 
 from jaxdl import report
 from jaxdl.checkpoint import CheckpointError
-from jaxdl.config import DataConfig, RunConfig
+from jaxdl.config import DataConfig, ModelConfig, RunConfig
 from jaxdl.step import TrainConfig
 
 ARGS = [
@@ -162,3 +162,18 @@ def test_resume_without_checkpointing_is_refused(tmp_path):
     config = dict(CONFIG, checkpoint_every=None)
     with pytest.raises(CheckpointError, match=r"needs checkpoint_every, got None$"):
         report.train_and_evaluate(RunConfig(**config, out=out), resume=True)
+
+
+def test_a_run_from_step_0_drops_the_metrics_rows_of_an_earlier_run_in_its_folder(tmp_path):
+    # killed before its first checkpoint: nothing to resume, so the run (another lr) starts
+    # afresh; its first row is at step 20, and the earlier run's row at step 10 must not stay
+    out, model = str(tmp_path / "run"), ModelConfig(name="logistic")
+    with pytest.raises(Stop):
+        report.train_and_evaluate(RunConfig(**CONFIG, model=model, out=out), on_chunk=stop_at(10))
+    train = TrainConfig(steps=20, chunk_steps=20, batch_size=32, eval_every=20)
+    outcome = report.train_and_evaluate(
+        RunConfig(**dict(CONFIG, lr=0.1, train=train), model=model, out=out), resume=True
+    )
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [20]
+    np.testing.assert_array_equal(outcome.history["step"], [20])

@@ -319,6 +319,18 @@ def test_divergence_freezes_the_run_at_the_first_non_finite_step(small):
     chex.assert_trees_all_close(fitted.params, params_at[first], rtol=1e-5)
 
 
+def test_a_run_stopped_by_divergence_evaluates_its_final_state(small):
+    # the run ends at the chunk where it diverged, before any evaluation was due (eval_every 500)
+    config = TrainConfig(steps=12, batch_size=32, optimizer="sgd", chunk_steps=4)
+    state, history = jaxdl.fit(diverging_model(), small, config, DIVERGE_HPARAMS)
+    stopped = int(history["step"][-1])
+    assert int(state.diverged_at) < stopped < 12
+    np.testing.assert_array_equal(history["eval_step"], [stopped])
+    x, y = jnp.asarray(small.x_test), jnp.asarray(small.y_test)
+    test = train.evaluate(diverging_model(), state.params, state.model_state, x, y)
+    assert history["test_accuracy"][-1] == pytest.approx(float(test["accuracy"]))
+
+
 def is_trace(node) -> bool:
     return isinstance(node, optax.TraceState)
 
