@@ -92,6 +92,26 @@ def with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "train": {**defaults, **saved["train"]}}
 
 
+def describe_data(data) -> dict[str, Any]:
+    """What a resume compares of a run's data: the name, the shapes of both splits' inputs and
+    the number of classes (a `jaxdl.data.DeviceData` has no name or class count: ``None``)."""
+    return {
+        "name": getattr(data, "name", None),
+        "x_train": list(data.x_train.shape),
+        "x_test": list(data.x_test.shape),
+        "num_classes": getattr(data, "num_classes", None),
+    }
+
+
+LATER_ENTRIES = ("data",)  # recorded in run.json and sweep.json since the eighth session
+
+
+def recorded_then(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
+    """``now`` without the entries (`LATER_ENTRIES`) that ``saved``, written by an earlier
+    jaxdl, did not record: those folders resume as they did."""
+    return {k: v for k, v in now.items() if k in saved or k not in LATER_ENTRIES}
+
+
 def resume_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """`config_differences` of two run descriptions (each with a ``"train"`` dict of
     `TrainConfig` fields) in what a resumed run may not change: it may change how it is chunked
@@ -211,7 +231,7 @@ class Checkpointer:
 
         Args:
           description: the run as JSON-compatible values (`jaxdl.fit`: its ``TrainConfig``,
-            ``Hparams`` and seed).
+            ``Hparams``, seed and data, `jaxdl.train.describe_run`).
           resume: whether the run resumes from the checkpoints in the folder.
 
         Returns:
@@ -229,7 +249,7 @@ class Checkpointer:
                 raise CheckpointError(
                     f"{path}: expected a JSON object (a run description), got {saved!r:.80}"
                 )
-            found = resume_differences(with_new_defaults(saved), description)
+            found = resume_differences(with_new_defaults(saved), recorded_then(saved, description))
             if found:
                 raise CheckpointError(
                     f"the checkpoints in {self.directory} were saved by another run: "

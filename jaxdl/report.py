@@ -38,6 +38,10 @@ SCALARS = ("loss", "train_accuracy", "test_loss", "test_accuracy")  # metrics.js
 RESUMABLE_FIELDS = ("out", "checkpoint_every")
 
 
+RUN_OUTPUTS = ("metrics.jsonl", "results.json", "curves.png")  # what `RunWriter` writes, bar
+# config.json (rewritten) and the TensorBoard events
+
+
 class RunWriter:
     """Writes one run's folder as the run goes: config first, a metrics row per chunk, results last.
 
@@ -48,8 +52,10 @@ class RunWriter:
       out_dir: the run folder.
       config: the run's `RunConfig`, written as ``config.json``; ``None`` writes none.
       resumed: the run continues from a checkpoint in the folder, so the ``metrics.jsonl`` rows
-        of the run it continues are kept; otherwise rows of an earlier run there are removed
-        (`log` replaces only the rows from the step it logs on).
+        and TensorBoard events of the run it continues are kept; otherwise what an earlier run
+        wrote there (`RUN_OUTPUTS`, TensorBoard events) is removed first, so that neither its
+        rows (`log` replaces only those from the step it logs on) nor, should this run stop
+        early, its results sit beside this run's ``config.json``.
 
     Example:
       >>> with RunWriter("runs/a", config) as writer:
@@ -64,9 +70,11 @@ class RunWriter:
 
         self.out_dir = os.fspath(out_dir)
         os.makedirs(self.out_dir, exist_ok=True)
-        if not resumed:  # an earlier run's rows before this run's first chunk end would stay
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path("metrics.jsonl"))
+        if not resumed:
+            events = [n for n in os.listdir(self.out_dir) if n.startswith("events.out.tfevents.")]
+            for name in (*RUN_OUTPUTS, *events):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path(name))
         if config is not None:
             write_json_atomic(self.path("config.json"), to_dict(config))
         self._started = time.perf_counter()

@@ -458,8 +458,9 @@ def sweep(
       resume: continue from ``checkpointer``'s folder: completed units are restored, not
         retrained; the others continue from their newest valid checkpoint. Runs are
         deterministic, so every member ends bit-identical to an uninterrupted sweep, with its
-        whole history. A folder saved by a sweep of other axes, config, hparams or strategy
-        is a `jaxdl.checkpoint.CheckpointError` naming what differs.
+        whole history. A folder saved by a sweep of other axes, config, hparams, strategy or
+        data (name, shapes, classes) is a `jaxdl.checkpoint.CheckpointError` naming what
+        differs.
       **config_overrides: fields of `TrainConfig`.
 
     Returns:
@@ -507,7 +508,7 @@ def sweep(
     device_data = to_device(data, mesh)
     checkpoints = None
     if checkpointer is not None:
-        description = describe_sweep(axes, config, hparams, strategy, chunk_members)
+        description = describe_sweep(axes, config, hparams, strategy, chunk_members, data)
         checkpoints = SweepCheckpointer(checkpointer, description, resume=resume)
     elif resume:
         raise ValueError("sweep: resume=True needs a checkpointer to resume from")

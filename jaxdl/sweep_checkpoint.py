@@ -31,6 +31,8 @@ from jaxdl.checkpoint import (
     CheckpointError,
     as_read_back,
     config_differences,
+    describe_data,
+    recorded_then,
     with_new_defaults,
 )
 from jaxdl.distributed import is_main_process
@@ -50,6 +52,7 @@ def describe_sweep(
     hparams: Hparams,
     strategy: str,
     chunk_members: int | None,
+    data: Any,
 ) -> dict[str, Any]:
     """What a sweep is, as JSON: saved as ``sweep.json`` and compared when the sweep resumes.
 
@@ -59,10 +62,11 @@ def describe_sweep(
       hparams: its `Hparams` for the axes not swept.
       strategy: the strategy asked for (``"auto"`` included).
       chunk_members: the members per chunk asked for, or ``None``.
+      data: its `jaxdl.data.Dataset` (`jaxdl.checkpoint.describe_data`).
 
     Returns:
-      ``{"axes", "train", "hparams", "strategy", "chunk_members"}`` in plain JSON types (tuples
-      as lists), equal to what reading it back from the file gives.
+      ``{"axes", "train", "hparams", "strategy", "chunk_members", "data"}`` in plain JSON types
+      (tuples as lists), equal to what reading it back from the file gives.
     """
     description = {
         "axes": {name: list(values) for name, values in axes.items()},
@@ -70,6 +74,7 @@ def describe_sweep(
         "hparams": hparams._asdict(),
         "strategy": strategy,
         "chunk_members": chunk_members,
+        "data": describe_data(data),
     }
     return as_read_back(description)
 
@@ -144,7 +149,8 @@ class SweepCheckpointer:
                 f"{root.directory} already holds a sweep's checkpoints: pass resume=True to "
                 f"continue it, or give another folder"
             )
-        found = config_differences(with_new_defaults(_read_json(path)), dict(description))
+        saved = with_new_defaults(_read_json(path))
+        found = config_differences(saved, recorded_then(saved, dict(description)))
         if found:
             raise CheckpointError(
                 f"sweep checkpoint {root.directory} was saved by a different sweep: "

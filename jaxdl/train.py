@@ -18,7 +18,7 @@ from jax import lax
 from jax.sharding import Mesh
 
 from jaxdl import losses, sharding
-from jaxdl.checkpoint import CheckpointError
+from jaxdl.checkpoint import CheckpointError, describe_data
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData, example_input, to_device
 from jaxdl.evaluation import evaluate, evaluate_test
@@ -115,7 +115,8 @@ def fit(
       resume: start from the checkpointer's newest valid checkpoint, if any. The run is
         deterministic (the key and the step are in the state), so a resumed run ends
         bit-identical to an uninterrupted one; its history holds only the chunks run now. A
-        run whose config, hparams or seed differ from the ``run.json`` saved there is refused
+        run whose config, hparams, seed or data (name, shapes, classes) differ from the
+        ``run.json`` saved there is refused
         (`CheckpointError` naming what differs), except in its chunking, its evaluation and, on
         a constant schedule, its ``steps`` (`jaxdl.checkpoint.resume_differences`).
         Without it, a checkpointer whose folder already holds checkpoints is refused (they
@@ -138,7 +139,7 @@ def fit(
             "pass resume=True to continue it, or use a new folder"
         )
     if checkpointer is not None:  # a resumed run must be the run its checkpoints are from
-        checkpointer.check_run(describe_run(config, hparams, seed), resume=resume)
+        checkpointer.check_run(describe_run(config, hparams, seed, data), resume=resume)
     device_data = to_device(data, mesh)
     example = example_input(device_data.x_train)
     program = build_program(model, config, example, loss_fn=loss_fn, mesh=mesh)
@@ -167,7 +168,7 @@ def fit(
     return state, history
 
 
-def describe_run(config: TrainConfig, hparams: Hparams, seed: int) -> dict[str, Any]:
+def describe_run(config: TrainConfig, hparams: Hparams, seed: int, data: Any) -> dict[str, Any]:
     """What `fit` records beside its checkpoints (``run.json``) and compares when it resumes.
 
     Args:
@@ -175,14 +176,17 @@ def describe_run(config: TrainConfig, hparams: Hparams, seed: int) -> dict[str, 
       hparams: its `Hparams`, single numbers (a ``None`` weight decay is recorded as 0.0: the
         same program).
       seed: its seed.
+      data: its `jaxdl.data.Dataset` (`jaxdl.checkpoint.describe_data`: name, shapes, classes).
 
     Returns:
-      ``{"train": {...}, "hparams": {"lr": ..., ...}, "seed": ...}`` in plain Python types.
+      ``{"train": {...}, "hparams": {"lr": ..., ...}, "seed": ..., "data": {...}}`` in plain
+      Python types.
     """
     if hparams.weight_decay is None:
         hparams = hparams._replace(weight_decay=0.0)
     values = {name: float(value) for name, value in hparams._asdict().items()}
-    return {"train": dataclasses.asdict(config), "hparams": values, "seed": int(seed)}
+    train = dataclasses.asdict(config)
+    return {"train": train, "hparams": values, "seed": int(seed), "data": describe_data(data)}
 
 
 def make_train(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import json
 import os
 
 import jax
@@ -209,6 +210,13 @@ def test_fit_resumed_under_another_config_hparams_or_seed_is_refused(data, tmp_p
             CheckpointError, match=rf"^the checkpoints in .* another run: {message}"
         ):
             fit(model, data, config, hparams, seed=seed, checkpointer=checkpointer, resume=True)
+    fewer = jaxdl.data.load("digits").subset(200, 64)  # the same set cut otherwise
+    with pytest.raises(
+        CheckpointError, match=r"another run: data\.x_train: saved \[256, 8, 8, 1\], now \[200,"
+    ):
+        fit(
+            model, fewer, CONFIG, Hparams(lr=3e-3), checkpointer=Checkpointer(tmp_path), resume=True
+        )
     assert (tmp_path / "run.json").read_text() == recorded  # nothing was overwritten
     # The same run resumes (a None weight decay is the 0.0 it was saved with), also evaluated
     # differently and longer: on a constant schedule the length changes nothing else.
@@ -216,6 +224,21 @@ def test_fit_resumed_under_another_config_hparams_or_seed_is_refused(data, tmp_p
     longer = dataclasses.replace(CONFIG, steps=70, eval_every=10)
     state, _ = fit(model, data, longer, same, checkpointer=Checkpointer(tmp_path), resume=True)
     assert int(state.step) == 70
+
+
+def test_a_run_json_written_before_data_was_recorded_still_resumes(data, tmp_path):
+    model = jaxdl.mlp(hidden=(8,))
+    with pytest.raises(Interrupt):
+        fit(model, data, CONFIG, checkpointer=Checkpointer(tmp_path, every=20),
+            on_chunk=interrupt_at(30))  # fmt: skip
+    recorded = json.loads((tmp_path / "run.json").read_text())
+    assert recorded["data"] == {
+        "name": "digits", "x_train": [256, 8, 8, 1], "x_test": [64, 8, 8, 1], "num_classes": 10,
+    }  # fmt: skip
+    del recorded["data"]  # as an earlier jaxdl wrote it
+    (tmp_path / "run.json").write_text(json.dumps(recorded))
+    state, _ = fit(model, data, CONFIG, checkpointer=Checkpointer(tmp_path), resume=True)
+    assert int(state.step) == 60
 
 
 @pytest.mark.parametrize(

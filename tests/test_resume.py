@@ -177,3 +177,19 @@ def test_a_run_from_step_0_drops_the_metrics_rows_of_an_earlier_run_in_its_folde
     with open(os.path.join(out, "metrics.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [20]
     np.testing.assert_array_equal(outcome.history["step"], [20])
+
+
+def test_a_fresh_run_leaves_no_results_of_the_run_before_it_in_its_folder(tmp_path):
+    """A run into the folder of a finished one (no checkpoints) that stops early must not leave
+    the old results, curves and TensorBoard events beside its own config.json."""
+    out, model = str(tmp_path / "run"), ModelConfig(name="logistic")
+    config = dict(CONFIG, checkpoint_every=None, model=model, out=out)
+    report.train_and_evaluate(RunConfig(**config))
+    assert {"results.json", "curves.png"} <= set(os.listdir(out))
+    with pytest.raises(Stop):
+        report.train_and_evaluate(RunConfig(**dict(config, lr=0.1)), on_chunk=stop_at(20))
+    files = os.listdir(out)
+    assert "results.json" not in files and "curves.png" not in files
+    assert len([n for n in files if n.startswith("events.out.tfevents.")]) == 1
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["lr"] == 0.1

@@ -176,6 +176,13 @@ def test_resuming_another_sweep_names_what_differs(tmp_path):
             checkpointer=Checkpointer(tmp_path),
             resume=True,
         )
+    with pytest.raises(
+        CheckpointError, match=r"different sweep: data.x_train: saved \[256, 8, 8, 1\], now \[200,"
+    ):
+        jaxdl.sweep(
+            model, digits().subset(200, 64), axes, config=CONFIG,
+            checkpointer=Checkpointer(tmp_path), resume=True,
+        )  # fmt: skip
     with pytest.raises(CheckpointError, match="already holds a sweep's checkpoints: pass resume"):
         jaxdl.sweep(model, digits(), axes, config=CONFIG, checkpointer=Checkpointer(tmp_path))
     with pytest.raises(ValueError, match="resume=True needs a checkpointer"):
