@@ -278,8 +278,9 @@ def run_program(
     if step != 0 and step not in ends:
         # Chunks have fixed lengths: one begun mid-chunk would run past ``config.steps`` and
         # record every later chunk at the wrong step.
+        where = "past the end" if step > config.steps else "not a chunk end"
         raise ValueError(
-            f"run_program: the state is at step {step}, not a chunk end of this run "
+            f"run_program: the state is at step {step}, {where} of this run "
             f"(steps={config.steps}, chunk_steps={config.chunk_steps}: chunks end at multiples "
             f"of {plan[0]} and at {config.steps}); resume a checkpoint with the steps and "
             f"chunk_steps it was saved with"

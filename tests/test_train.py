@@ -691,9 +691,10 @@ def test_a_checkpoint_off_this_runs_chunk_ends_is_refused_not_overrun(small, tmp
     model = jaxdl.mlp(hidden=(8,))
     saved = TrainConfig(steps=7, batch_size=32, chunk_steps=7, eval_every=7)
     jaxdl.fit(model, small, saved, checkpointer=Checkpointer(tmp_path, every=7))
-    for steps, chunk_steps in ((15, 5), (5, 5)):  # mid-chunk, and past the run's end
+    cases = ((15, 5, "not a chunk end"), (5, 5, "past the end"))  # mid-chunk, past the end
+    for steps, chunk_steps, where in cases:
         config = TrainConfig(steps=steps, batch_size=32, chunk_steps=chunk_steps)
-        with pytest.raises(ValueError, match=r"state is at step 7, not a chunk end .*steps="):
+        with pytest.raises(ValueError, match=rf"state is at step 7, {where} of this run .*steps="):
             jaxdl.fit(model, small, config, checkpointer=Checkpointer(tmp_path), resume=True)
     # on a chunk end it resumes
     longer = TrainConfig(steps=14, batch_size=32, chunk_steps=7, eval_every=7)
