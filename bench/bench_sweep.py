@@ -330,6 +330,14 @@ def time_sweep(
     return SweepSample(per_seed_step, stamps[0][0] - started, ran)
 
 
+def population_hparams(num_members: int) -> jaxdl.Hparams:
+    """`Hparams` of ``num_members`` members, ``[K]`` float32 each, with no weight decay (``None``):
+    what `jaxdl.sweep` traces when no member decays. A traced zero would add a decay term that
+    reads every parameter each step, which the sweep columns and the hand-written steps skip."""
+    full = functools.partial(jnp.full, (num_members,), dtype=jnp.float32)  # [K]
+    return jaxdl.Hparams(lr=full(LR), weight_decay=None, init_scale=full(1.0))
+
+
 def whole_run_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int, steps: int):
     """``(runner, first_s)`` of ``jit(vmap(make_train))`` with one chunk per run (init, a scan of
     ``steps`` steps, one test evaluation): ``runner(n)`` runs ``ceil(n / steps)`` whole runs."""
@@ -339,9 +347,7 @@ def whole_run_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int, ste
     train = jaxdl.make_train(spec.jaxdl_model(), jaxdl.train.to_device(data), config)
     population = jax.jit(jax.vmap(train))
     keys = jax.random.split(jax.random.key(0), num_members)  # [K]
-    hparams = jaxdl.Hparams(
-        *(jnp.full((num_members,), v, jnp.float32) for v in jaxdl.Hparams(lr=LR))
-    )
+    hparams = population_hparams(num_members)
 
     def run(n: int) -> None:
         for _ in range(-(-n // steps)):
@@ -367,9 +373,7 @@ def jaxdl_loop_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int):
     x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     program = jaxdl.train.build_program(model, config, x_all[:1], population=True)
     seeds = jaxdl.train.seed_array(range(num_members))  # [K]
-    hparams = jaxdl.Hparams(
-        *(jnp.full((num_members,), v, jnp.float32) for v in jaxdl.Hparams(lr=LR))
-    )
+    hparams = population_hparams(num_members)
     state = program.init(seeds, seeds, hparams)
     loop_step = jax.jit(jax.vmap(drawn_step, in_axes=(0, 0, None, None)), donate_argnums=0)
     return common.stepper(loop_step, state, hparams, x_all, y_all)
@@ -574,6 +578,14 @@ def runner_sampler(runner: common.Runner, number: int, members: int) -> Callable
     return lambda: common.time_once(lambda: runner(number)) / (number * members)
 
 
+def sample_steps(runner: common.Runner, target_s: float, per_call: int) -> int:
+    """Population steps per sample of ``runner``, whole calls of ``per_call`` steps, so that a
+    sample takes about ``target_s``. `common.calibrate` times ``runner(1)``, which runs one whole
+    call (``per_call`` steps), so its count is of calls. The first call ran once already;
+    calibrating runs once more, warm."""
+    return common.calibrate(runner, target_s) * per_call
+
+
 def measure(spec: Spec, num_members: int, settings: Settings, *, torch: bool = True) -> Measured:
     """Times every implementation of ``spec`` with ``num_members`` seeds, interleaved."""
     data = make_data(spec)
@@ -588,10 +600,8 @@ def measure(spec: Spec, num_members: int, settings: Settings, *, torch: bool = T
         pairs.update(torch_runners(spec, data, num_members))
     samplers: dict[str, Callable[[], float]] = {}
     for name, (runner, _) in pairs.items():
-        # The first call ran once already; calibrating runs once more, warm.
-        number = common.calibrate(runner, settings.target_s)
         per_call = {"hand_vmap_scan": chunk_steps, "whole_run": 2 * chunk_steps}.get(name, 1)
-        number = max(1, round(number / per_call)) * per_call  # whole calls
+        number = sample_steps(runner, settings.target_s, per_call)
         if number > per_call:
             runner(number)  # warm-up at the measured size
         samplers[name] = runner_sampler(runner, number, num_members)

@@ -115,3 +115,31 @@ def test_measure_fills_the_tables(monkeypatch):
     for column in ("torch.func", "torch loop", "jaxdl whole-run scan", "hand vmap(scan)"):
         assert cells[column] is None, column
     assert common.TORCH_MISSING in tables[0].notes
+
+
+def test_a_sample_of_a_scanned_runner_lasts_its_target_in_whole_calls(monkeypatch):
+    """`common.calibrate` times ``runner(1)``, one whole call of a scan runner: with calls of 100
+    steps taking 0.01 s, a 0.1 s sample is 10 calls (1000 steps), not one call of 100."""
+    monkeypatch.setattr(common, "time_once", lambda fn: (fn(), 0.01)[1])
+    calls = []
+    assert bench_sweep.sample_steps(calls.append, 0.1, 100) == 1000
+    assert bench_sweep.sample_steps(calls.append, 0.1, 1) == 10
+    assert calls == [1, 1]
+
+
+def test_the_jaxdl_step_loop_traces_no_zero_weight_decay(monkeypatch):
+    """The jaxdl vmap(step) loop (and the whole-run scan) give the members no weight decay
+    (``None``), as `jaxdl.sweep` does when no member decays: a traced zero would add a decay term
+    over every parameter that the sweep columns and the hand-written steps do not compute."""
+    captured = {}
+
+    def stepper(fn, carry, hparams, *args):
+        captured["hparams"] = hparams
+        return None, 0.0
+
+    monkeypatch.setattr(common, "stepper", stepper)
+    spec = SPECS["mlp"]
+    with standard_promotion():
+        bench_sweep.jaxdl_loop_runner(spec, bench_sweep.make_data(spec), 2)
+    assert captured["hparams"].weight_decay is None
+    np.testing.assert_allclose(captured["hparams"].lr, [bench_sweep.LR] * 2)
