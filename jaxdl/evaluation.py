@@ -39,6 +39,11 @@ def evaluate(
       ``{"loss": (), "accuracy": ()}`` averaged over the ``N`` examples.
     """
     n = x.shape[0]
+    if n == 0 or y.shape[:1] != (n,):
+        raise ValueError(
+            f"evaluate: expected at least one input and one label per input (y [{n}]), got "
+            f"x {x.shape} and y {y.shape}"
+        )
     if not is_count(batch_size):
         raise ValueError(f"evaluate: batch_size must be a positive int, got {batch_size!r}")
     batch_size = min(int(batch_size), n)

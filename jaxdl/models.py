@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jaxdl._checks import is_count
 from jaxdl.layers import activation as get_activation
 from jaxdl.layers import batch_norm, conv, dense, dropout, flatten, layer_norm, serial
 from jaxdl.layers import pool as pool_layer
@@ -24,13 +25,10 @@ def _norm(kind: str | None) -> Layer | None:
 def _check_widths(recipe: str, name: str, widths) -> None:
     """Raises unless ``widths`` is a sequence of positive ints (one per layer)."""
 
-    def is_width(w) -> bool:  # a plain positive int, as `dense` and `conv` accept
-        return isinstance(w, int) and not isinstance(w, bool) and w > 0
-
     if (
         not isinstance(widths, Sequence)
         or isinstance(widths, str)
-        or not all(is_width(w) for w in widths)
+        or not all(is_count(w) for w in widths)
     ):
         raise ValueError(
             f"{recipe}: {name} must be a sequence of positive ints, one per layer "

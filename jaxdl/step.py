@@ -20,7 +20,7 @@ from jax import lax
 from jax.sharding import Mesh
 
 from jaxdl import losses, optimizers, sharding
-from jaxdl._checks import is_count
+from jaxdl._checks import is_count, is_number
 from jaxdl.data.batching import chunk_indices
 from jaxdl.data.device import DeviceData
 from jaxdl.types import Layer
@@ -60,8 +60,10 @@ class Hparams(NamedTuple):
         if weight_decay is None or (zero_decay_as_none and _is_host_zero(weight_decay)):
             weight_decay = None
         else:
-            weight_decay = _float32_array(weight_decay)
-        return Hparams(_float32_array(lr), weight_decay, _float32_array(init_scale))
+            weight_decay = _float32_array("weight_decay", weight_decay)
+        return Hparams(
+            _float32_array("lr", lr), weight_decay, _float32_array("init_scale", init_scale)
+        )
 
 
 def _is_host_zero(value) -> bool:
@@ -69,11 +71,15 @@ def _is_host_zero(value) -> bool:
     return not isinstance(value, jax.Array) and np.ndim(value) == 0 and value == 0
 
 
-def _float32_array(value) -> jax.Array:
-    """``value`` as a float32 JAX array. Host values go through NumPy and `jax.device_put`:
-    ``jnp.asarray(0.001, jnp.float32)`` would compile a conversion program first."""
+def _float32_array(field: str, value) -> jax.Array:
+    """``value`` (the `Hparams` field ``field``) as a float32 JAX array. Host values go through
+    NumPy and `jax.device_put`: ``jnp.asarray(0.001, jnp.float32)`` would compile a conversion
+    program first."""
     if isinstance(value, jax.Array):  # a device array or a tracer
         return jnp.asarray(value, jnp.float32)
+    # checked first: NumPy casts None to NaN and parses the string "0.1" without a word
+    if np.asarray(value).dtype.kind not in "iuf":
+        raise ValueError(f"Hparams.{field} must be a number or an array of numbers, got {value!r}")
     return jax.device_put(np.array(value, np.float32))  # a copy: the caller keeps its own
 
 
@@ -106,6 +112,14 @@ class TrainConfig:
             if not is_count(value):
                 raise ValueError(f"TrainConfig.{field} must be a positive int, got {value!r}")
             object.__setattr__(self, field, int(value))  # a NumPy int, too, becomes a Python int
+        # What preflight checks, made plain Python numbers here too: a NumPy warmup_steps would
+        # be refused there, a NumPy momentum or grad_clip would not survive `json.dumps`.
+        if is_count(self.warmup_steps, minimum=0):
+            object.__setattr__(self, "warmup_steps", int(self.warmup_steps))
+        for field in ("momentum", "grad_clip"):
+            value = getattr(self, field)
+            if is_number(value) and not isinstance(value, int | float):  # a NumPy number
+                object.__setattr__(self, field, float(value))
         for field in ("record_grad_norms", "skip_nonfinite"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(

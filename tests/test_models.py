@@ -406,3 +406,13 @@ def test_convnet_entries_rebuild_convnet_and_name_every_layer():
 def test_recipes_refuse_widths_that_are_not_a_sequence_of_positive_ints(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_recipes_take_numpy_int_widths_as_dense_does():
+    x = jnp.zeros((2, 6, 1))
+    for model in [
+        jaxdl.mlp(hidden=(np.int64(3),), num_classes=np.int64(2), init="zeros"),
+        jaxdl.convnet(channels=(np.int32(2),), hidden=[np.int64(3)], num_classes=2, init="zeros"),
+    ]:
+        params, state = model.init(KEY, x)
+        assert model.apply(params, state, x)[0].shape == (2, 2)

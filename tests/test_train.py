@@ -8,6 +8,8 @@ sharing a fixture in different processes.
 """
 
 import dataclasses
+import json
+import re
 
 import chex
 import hypothesis
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import strategies as st
 
 import jaxdl
+from jaxdl import config as run_config
 from jaxdl import optimizers, train
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.batching import chunk_indices
@@ -130,6 +133,17 @@ def test_a_host_zero_weight_decay_becomes_none_unless_kept(zero):
     traced_zero = Hparams(weight_decay=jnp.float32(0)).as_arrays().weight_decay  # a JAX array
     assert isinstance(traced_zero, jax.Array) and float(traced_zero) == 0.0
     assert Hparams(weight_decay=None).as_arrays().weight_decay is None
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("lr", None), ("lr", "0.1"), ("init_scale", [1.0, None]), ("weight_decay", "0")],
+)
+def test_as_arrays_refuses_values_that_are_not_numbers(field, value):
+    # NumPy would make None a NaN learning rate and parse the string without a word
+    message = rf"Hparams.{field} must be a number .*got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=message):
+        Hparams(**{field: value}).as_arrays()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
@@ -577,6 +591,14 @@ def test_evaluate_equals_a_full_batch_computation(small, batch_size):
     assert float(result["accuracy"]) == pytest.approx(float(jaxdl.accuracy(logits, y)))
 
 
+def test_evaluate_refuses_an_empty_set_or_labels_not_one_per_input():
+    model = jaxdl.mlp(hidden=(), num_classes=3, init="zeros")
+    params, model_state = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+    for x, y in [(jnp.zeros((0, 4)), jnp.zeros(0, int)), (jnp.zeros((10, 4)), jnp.zeros(9, int))]:
+        with pytest.raises(ValueError, match=rf"evaluate: .*got x \({x.shape[0]}, 4\) and y"):
+            jaxdl.evaluate(model, params, model_state, x, y, batch_size=3)
+
+
 # ----------------------------------------------------------------------------- gradient norms
 
 
@@ -712,3 +734,13 @@ def test_integer_arguments_may_be_numpy_or_jax_integers():
     assert type(config.steps) is int and type(config.batch_size) is int  # JSON-ready
     assert jaxdl.data.steps_per_epoch(np.int64(10), np.int32(3)) == 3
     assert type(jaxdl.data.steps_per_epoch(np.int64(10), np.int32(3))) is int
+
+
+def test_numpy_warmup_momentum_and_clip_become_python_numbers():
+    config = TrainConfig(
+        warmup_steps=np.int64(2), momentum=np.float32(0.5), grad_clip=np.float32(1)
+    )
+    assert type(config.warmup_steps) is int and type(config.momentum) is float
+    assert type(config.grad_clip) is float  # JSON-ready, as the counts are
+    run = run_config.RunConfig(train=config)  # preflight accepts them
+    assert run_config.from_dict(json.loads(json.dumps(run_config.to_dict(run)))) == run
