@@ -78,6 +78,15 @@ def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> st
     return "; ".join(parts)
 
 
+def read_json(path: str) -> Any:
+    """The JSON in ``path``; malformed JSON is a `CheckpointError` naming the file."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+
+
 def as_read_back(value: Any) -> Any:
     """``value`` in plain JSON types, as reading it back from a JSON file gives it."""
     return json.loads(json.dumps(to_jsonable(value)))
@@ -219,11 +228,7 @@ class Checkpointer:
         path = os.path.join(self.directory, CONFIG_FILE)
         if not os.path.exists(path):
             raise CheckpointError(f"checkpoint folder {self.directory} has no {CONFIG_FILE}")
-        with open(path, encoding="utf-8") as f:
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as error:
-                raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+        return read_json(path)
 
     def check_run(self, description: Mapping[str, Any], *, resume: bool) -> None:
         """Records what the run saving here is (``run.json``); a run resuming from checkpoints
@@ -240,11 +245,7 @@ class Checkpointer:
         path = os.path.join(self.directory, RUN_FILE)
         description = as_read_back(description)
         if resume and self.steps() and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                try:
-                    saved = json.load(f)
-                except json.JSONDecodeError as error:
-                    raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+            saved = read_json(path)
             if not isinstance(saved, dict):
                 raise CheckpointError(
                     f"{path}: expected a JSON object (a run description), got {saved!r:.80}"

@@ -36,10 +36,8 @@ from jaxdl.train import ChunkCallback, History, TrainState, check_fits, evaluate
 SCALARS = ("loss", "train_accuracy", "test_loss", "test_accuracy")  # metrics.jsonl, TensorBoard
 # What a resumed run may change: where it writes and how often it saves, not what it computes.
 RESUMABLE_FIELDS = ("out", "checkpoint_every")
-
-
-RUN_OUTPUTS = ("metrics.jsonl", "results.json", "curves.png")  # what `RunWriter` writes, bar
-# config.json (rewritten) and the TensorBoard events
+# What `RunWriter` writes besides config.json (rewritten) and the TensorBoard events.
+RUN_OUTPUTS = ("metrics.jsonl", "results.json", "curves.png")
 
 
 class RunWriter:

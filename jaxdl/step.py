@@ -65,6 +65,11 @@ class Hparams(NamedTuple):
             _float32_array("lr", lr), weight_decay, _float32_array("init_scale", init_scale)
         )
 
+    def as_recorded(self) -> Hparams:
+        """The same values, a ``None`` weight decay as 0.0: the same program, recorded (in
+        configs, tables and checkpoint descriptions) as a number."""
+        return self if self.weight_decay is not None else self._replace(weight_decay=0.0)
+
 
 def _is_host_zero(value) -> bool:
     """Whether ``value`` is a single 0 on the host (a Python or NumPy number, not a JAX array)."""

@@ -503,8 +503,7 @@ def sweep(
             f"model({', '.join(static_axes)}) -> Layer"
         )
     check_fits(config, data, model, hparams, axes=axes)
-    if hparams.weight_decay is None:  # no decay: the same program as 0, and the same records
-        hparams = hparams._replace(weight_decay=0.0)
+    hparams = hparams.as_recorded()  # no decay (None): the same program as 0, the same records
     device_data = to_device(data, mesh)
     checkpoints = None
     if checkpointer is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from jaxdl.checkpoint import (
     as_read_back,
     config_differences,
     describe_data,
+    read_json,
     recorded_then,
     with_new_defaults,
 )
@@ -79,11 +79,6 @@ def describe_sweep(
     return as_read_back(description)
 
 
-def _read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
 @dataclasses.dataclass(frozen=True)
 class GroupCheckpoints:
     """The checkpoints of one group of a sweep: its layout and one `Checkpointer` per chunk.
@@ -109,7 +104,7 @@ class GroupCheckpoints:
         path = os.path.join(self.directory, LAYOUT)
         if not self.resume or not os.path.exists(path):
             return None
-        saved = _read_json(path)
+        saved = read_json(path)
         return saved["strategy"], saved["chunk_members"]
 
     def save_layout(self, strategy: str, chunk_members: int) -> None:
@@ -149,7 +144,7 @@ class SweepCheckpointer:
                 f"{root.directory} already holds a sweep's checkpoints: pass resume=True to "
                 f"continue it, or give another folder"
             )
-        saved = with_new_defaults(_read_json(path))
+        saved = with_new_defaults(read_json(path))
         found = config_differences(saved, recorded_then(saved, dict(description)))
         if found:
             raise CheckpointError(

@@ -182,9 +182,7 @@ def describe_run(config: TrainConfig, hparams: Hparams, seed: int, data: Any) ->
       ``{"train": {...}, "hparams": {"lr": ..., ...}, "seed": ..., "data": {...}}`` in plain
       Python types.
     """
-    if hparams.weight_decay is None:
-        hparams = hparams._replace(weight_decay=0.0)
-    values = {name: float(value) for name, value in hparams._asdict().items()}
+    values = {name: float(value) for name, value in hparams.as_recorded()._asdict().items()}
     train = dataclasses.asdict(config)
     return {"train": train, "hparams": values, "seed": int(seed), "data": describe_data(data)}
 
