@@ -29,6 +29,7 @@ from jaxdl.step import (
     TrainState,
     init_state,
     make_chunk,
+    make_parted_chunk,
 )
 from jaxdl.types import Layer
 
@@ -175,6 +176,7 @@ def build_program(
     *,
     loss_fn: LossFn = losses.softmax_cross_entropy,
     population: bool = False,
+    parts: int = 1,
     mesh: Mesh | None = None,
 ) -> Program:
     """Jitted init, chunk and evaluation functions of one run, or of a population of runs.
@@ -186,6 +188,8 @@ def build_program(
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       population: vmap every function over a leading ``[members]`` axis of seeds, hparams and
         state (the data is shared).
+      parts: a population's chunks run its members as this many independent vmapped parts,
+        side by side on a CPU's cores (`jaxdl.step.make_parted_chunk`); 1: one vmap.
       mesh: a `jaxdl.sharding.make_mesh` mesh to run on: batches split along ``data``, members
         along ``members``; the functions then expect inputs placed as `jaxdl.sharding` says
         (`to_device` with the mesh, `jaxdl.sharding.place_run`). ``None``: the default device.
@@ -195,6 +199,11 @@ def build_program(
     """
     if mesh is not None:
         sharding.check_program(mesh, batch_size=config.batch_size, population=population)
+    if parts != 1 and (not population or mesh is not None):
+        raise ValueError(
+            f"build_program: parts={parts!r} needs a population without a mesh "
+            f"(population={population}, mesh={mesh is not None})"
+        )
 
     def init(init_seed, data_seed, hparams):
         init_key, data_key = seed_keys(init_seed, data_seed)
@@ -219,15 +228,21 @@ def build_program(
             jit_kwargs["out_shardings"] = out_shardings
         return jax.jit(fn, **jit_kwargs)
 
-    chunks = {
-        n: jitted(
-            make_chunk(model, config, n, loss_fn, mesh=mesh),
-            (0, 0, None),
-            (run, shared),
-            donate_argnums=0,
-        )
-        for n in set(chunk_plan(config))
-    }
+    if parts == 1:
+        chunks = {
+            n: jitted(
+                make_chunk(model, config, n, loss_fn, mesh=mesh),
+                (0, 0, None),
+                (run, shared),
+                donate_argnums=0,
+            )
+            for n in set(chunk_plan(config))
+        }
+    else:  # vmapped part by part inside the chunk
+        chunks = {
+            n: jax.jit(make_parted_chunk(model, config, n, parts, loss_fn), donate_argnums=0)
+            for n in set(chunk_plan(config))
+        }
     init_options = dict(CPU_INIT_OPTIONS) if sharding.platform(mesh) == "cpu" else None
     return Program(
         jitted(init, (0, 0, 0), run, compiler_options=init_options),

@@ -141,9 +141,15 @@ def _take(tree, index):
 # On XLA:CPU a vmapped population pays only while its stacked train state stays small: a dense
 # net's members run fastest vmapped in chunks whose state totals about 4 MiB (an MLP 40-128-128
 # peaks at 8-16 members, one with 267k params runs best alone; bench/NOTES.md section 10).
-# ConvNets run one member after another: the canonical conv maps vmapped members one by one
-# anyway, and vmapping them was as fast or 3-17 % slower at every size measured (sections 9-10).
 CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program run, dense nets
+# Within a program, members split into independent parts run side by side on the cores (bench/
+# NOTES.md section 17, 2 cores): dense members fastest in pairs, 1.3-1.5x one vmap of them all;
+# more parts compile longer (8 pairs: 2.2 s, one vmap: 1.0 s).
+CPU_MEMBERS_PER_PART = 2  # dense members per part
+CPU_MAX_PARTS = 8
+# A ConvNet vmapped is a grouped convolution, slower than one member after another (sections
+# 9-10): its members run one per part, in pairs (1.1-1.3x one after another; 4 parts 1.0-1.4x).
+CPU_CONV_CHUNK = 2
 
 
 class Plan(NamedTuple):
@@ -152,10 +158,13 @@ class Plan(NamedTuple):
     Attributes:
       strategy: ``"vmap"``, ``"map"`` or ``"chunked"``.
       chunk_members: members per vmapped program run: all under ``"vmap"``, 1 under ``"map"``.
+      parts: independent vmapped parts each program run splits its members into, run side by
+        side (`jaxdl.step.make_parted_chunk`); 1: one vmap.
     """
 
     strategy: str
     chunk_members: int
+    parts: int = 1
 
 
 def _has_conv(state_shape) -> bool:
@@ -185,12 +194,13 @@ def choose_strategy(
     """The ``"auto"`` plan, by backend, model and population size (see `bench.bench_sweep`).
 
     A single member runs plainly (``"map"``), but for a ConvNet on CPU as a population of one
-    (``"vmap"``, measured faster). On GPU/TPU every population is vmapped whole, and
-    so is one whose members a mesh splits over devices (``members_axis > 1``). On CPU a dense
-    net's population is vmapped in chunks of as many members as keep their stacked train state
-    within `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"``
-    when all fit), and a ConvNet population (any leaf of rank 3 or more) runs one member after
-    another (``"map"``).
+    (``"vmap"``, measured faster). On GPU/TPU every population is vmapped whole, and so is one
+    whose members a mesh splits over devices (``members_axis > 1``). On CPU a dense net's
+    population is vmapped in chunks of as many members as keep their stacked train state within
+    `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"`` when all
+    fit), each program run split into parts of `CPU_MEMBERS_PER_PART` members (at most
+    `CPU_MAX_PARTS`); a ConvNet population (any leaf of rank 3 or more) runs in chunks of
+    `CPU_CONV_CHUNK` members, one per part.
 
     Args:
       member_state_shape: the `TrainState` (or just the params), arrays or
@@ -202,25 +212,31 @@ def choose_strategy(
     Returns:
       A `Plan`.
     """
-    vmap, map_ = Plan("vmap", num_members), Plan("map", 1)
     on_cpu = (backend or jax.default_backend()) == "cpu"
     if members_axis > 1:
-        return vmap
+        return Plan("vmap", num_members)
     if num_members == 1:
         # On CPU a ConvNet's chunk ran 3-5 % faster as a population of one than plainly in a
         # direct probe (within bench_sweep's noise; bench/NOTES.md section 12); a dense net's
         # 10-15 % slower.
-        return vmap if on_cpu and _has_conv(member_state_shape) else map_
+        return Plan("vmap", 1) if on_cpu and _has_conv(member_state_shape) else Plan("map", 1)
     if not on_cpu:
-        return vmap
-    if _has_conv(member_state_shape):
-        return map_
-    most = CPU_STATE_BUDGET // max(_nbytes(member_state_shape), 1)
-    if most >= num_members:
-        return vmap
+        return Plan("vmap", num_members)
+    conv = _has_conv(member_state_shape)
+    most = CPU_CONV_CHUNK if conv else CPU_STATE_BUDGET // max(_nbytes(member_state_shape), 1)
     if most <= 1:
-        return map_
-    return Plan("chunked", _even_chunks(num_members, most))
+        return Plan("map", 1)
+    chunk_members = _even_chunks(num_members, most)
+    strategy = "vmap" if chunk_members == num_members else "chunked"
+    return Plan(strategy, chunk_members, cpu_parts(chunk_members, conv=conv))
+
+
+def cpu_parts(chunk_members: int, *, conv: bool) -> int:
+    """Parts of a program run of ``chunk_members`` members on CPU: one per ConvNet member, else
+    pairs (at most `CPU_MAX_PARTS`)."""
+    if conv:
+        return chunk_members
+    return min(-(-chunk_members // CPU_MEMBERS_PER_PART), CPU_MAX_PARTS)
 
 
 def _memory_budget() -> int:
@@ -295,7 +311,8 @@ def _run_population(
     unit = 1 if mesh is None else mesh.shape[sharding.MEMBERS]  # chunks split evenly on members
 
     saved = None if checkpoints is None else checkpoints.layout()
-    if strategy == "auto" and saved is None:
+    parts = 1
+    if strategy == "auto":
 
         def member_init(hp):  # traced for its shapes only: nothing compiles or runs
             init_key, data_key = seed_keys(*seed_array([0, 0]))
@@ -303,10 +320,15 @@ def _run_population(
 
         example_hparams = hparams[0].as_arrays(zero_decay_as_none=not decay)
         state_shape = jax.eval_shape(member_init, example_hparams)
-        strategy, chunk_members = choose_strategy(
+        strategy, chunk_members, parts = choose_strategy(
             state_shape, len(members), sharding.platform(mesh), members_axis=unit
         )
+        if mesh is not None:  # parted programs run on one device
+            parts = 1
     if saved is not None:  # a resumed group runs the chunks it was checkpointed in
+        # (its parts, which leave the state as it is, as auto picks them for that chunk size)
+        if saved[1] != chunk_members:
+            parts = 1
         strategy, chunk_members = saved
 
     def run(program, state, hp, chunk, kept=None):
@@ -363,7 +385,13 @@ def _run_population(
     def program_for(k):
         if k not in programs:
             programs[k] = build_program(
-                model, config, example, loss_fn=loss_fn, population=True, mesh=mesh
+                model,
+                config,
+                example,
+                loss_fn=loss_fn,
+                population=True,
+                parts=min(parts, k),
+                mesh=mesh,
             )
         return programs[k]
 

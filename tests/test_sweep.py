@@ -396,16 +396,19 @@ Plan = sweep_module.Plan
     "params, num_members, backend, members_axis, expected",
     [
         (DENSE_PARAMS, 1, "cpu", 1, Plan("map", 1)),
-        (DENSE_PARAMS, 128, "cpu", 1, Plan("vmap", 128)),  # 256 KiB in all
-        (MIB_DENSE, 4, "cpu", 1, Plan("vmap", 4)),  # 4 MiB: all fit
-        (MIB_DENSE, 5, "cpu", 1, Plan("chunked", 3)),  # 2 chunks, evenly filled
-        (MIB_DENSE, 32, "cpu", 1, Plan("chunked", 4)),
-        (MIB_DENSE, 9, "cpu", 1, Plan("chunked", 3)),  # 3 chunks of 3, not 4 + 4 + 1
+        (DENSE_PARAMS, 128, "cpu", 1, Plan("vmap", 128, 8)),  # 256 KiB in all; 8 parts at most
+        (DENSE_PARAMS, 8, "cpu", 1, Plan("vmap", 8, 4)),  # in pairs
+        (DENSE_PARAMS, 2, "cpu", 1, Plan("vmap", 2, 1)),  # one pair
+        (MIB_DENSE, 4, "cpu", 1, Plan("vmap", 4, 2)),  # 4 MiB: all fit
+        (MIB_DENSE, 5, "cpu", 1, Plan("chunked", 3, 2)),  # 2 chunks, evenly filled; 2 + 1
+        (MIB_DENSE, 32, "cpu", 1, Plan("chunked", 4, 2)),
+        (MIB_DENSE, 9, "cpu", 1, Plan("chunked", 3, 2)),  # 3 chunks of 3, not 4 + 4 + 1
         (BIG_DENSE, 8, "cpu", 1, Plan("map", 1)),  # one member is over the budget
         (BIG_DENSE, 8, "gpu", 1, Plan("vmap", 8)),
         (CONV_PARAMS, 1, "cpu", 1, Plan("vmap", 1)),  # measured faster than plain
-        (CONV_PARAMS, 2, "cpu", 1, Plan("map", 1)),
-        (CONV_PARAMS, 32, "cpu", 1, Plan("map", 1)),
+        (CONV_PARAMS, 2, "cpu", 1, Plan("vmap", 2, 2)),  # one member per part
+        (CONV_PARAMS, 32, "cpu", 1, Plan("chunked", 2, 2)),
+        (CONV_PARAMS, 5, "cpu", 1, Plan("chunked", 2, 2)),  # the last pair padded
         (CONV_PARAMS, 2, "gpu", 1, Plan("vmap", 2)),
         (CONV_PARAMS, 1, "gpu", 1, Plan("map", 1)),
         (CONV_PARAMS, 1024, "gpu", 1, Plan("vmap", 1024)),
@@ -444,28 +447,25 @@ def test_auto_counts_the_whole_train_state_and_equals_vmap(hidden, expected):
 def test_sweep_command_writes_its_folder_and_counts_network_steps(tmp_path, capsys):
     """`jaxdl sweep` on tiny data: one row per member, the summary and both plots; progress
     counts network-steps, rising to the population's total although the MLPs run vmapped and
-    the ConvNets (auto on CPU) one after another."""
+    the ConvNets (auto on CPU) in chunks of two, the last padded."""
     from jaxdl import cli
 
     out = tmp_path / "sweep"
     args = [
         "sweep", "--data", "digits", "--num-train", "256", "--num-test", "64",
-        "--model", "mlp,convnet", "--seeds", "2", "--steps", "20", "--chunk-steps", "10",
+        "--model", "mlp,convnet", "--seeds", "3", "--steps", "20", "--chunk-steps", "10",
         "--eval-every", "10", "--batch-size", "32", "--no-progress", "--out", str(out),
     ]  # fmt: skip
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     counts = [int(line.split()[1].split("/")[0]) for line in printed.splitlines()
               if line.startswith("network-steps ")]  # fmt: skip
-    assert counts == [20, 40, 50, 60, 70, 80], printed
-    assert "80/80" in printed
+    assert counts == [30, 60, 80, 100, 110, 120], printed
+    assert "120/120" in printed
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["model"], r["seed"]) for r in rows] == [
-        ("mlp", "0"),
-        ("mlp", "1"),
-        ("convnet", "0"),
-        ("convnet", "1"),
+        (model, str(seed)) for model in ("mlp", "convnet") for seed in range(3)
     ]
     assert "| mlp |" in (out / "summary.md").read_text()
     for plot in ("accuracy.png", "curves.png"):
