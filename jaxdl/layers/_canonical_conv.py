@@ -167,20 +167,29 @@ _FOLDS = {
 }
 
 
+# A population's convolutions unrolled, not in a loop: the map's loop cost a third of a small
+# ConvNet population's step at 8 members on XLA:CPU; unrolled, 32 members compile 3x longer.
+UNROLLED_MEMBERS = 8
+
+
 def _batching_rule(op, folds):
     """The vmap rule of one canonical ``op(a, b)``, which never makes a grouped convolution.
 
     One operand mapped: its mapped axis is folded into a batch or channel axis (`_FOLDS`), one
     convolution. Both mapped (a population of networks, each with its own kernels and data,
-    which autodiff's batching would make a grouped convolution): ``lax.map``, the members one
-    after another, each the same convolution as alone. On XLA:CPU this beat im2col's batched
-    matmul 1.3-1.9 times and runs within 1.1-1.2 times a loop of the members alone (NOTES).
+    which autodiff's batching would make a grouped convolution): one convolution per member,
+    each the same as alone; up to `UNROLLED_MEMBERS` members unrolled, more in a ``lax.map``.
+    On XLA:CPU the map beat im2col's batched matmul 1.3-1.9 times and runs within 1.1-1.2 times
+    a loop of the members alone; unrolled, a population of 8 small ConvNets trains 1.3 times
+    faster than in the map (bench/NOTES.md sections 7 and 17).
     """
 
     def rule(axis_size, in_batched, a, b):
         a_batched, b_batched = in_batched
         (a_axis, a_out), (b_axis, b_out) = folds
         if a_batched and b_batched:
+            if axis_size <= UNROLLED_MEMBERS:  # no loop: [N, ...]
+                return jnp.stack([op(a[i], b[i]) for i in range(axis_size)]), True
             return lax.map(lambda ab: op(*ab), (a, b)), True  # [N, ...]
         if a_batched:
             return _unfold(op(_fold(a, a_axis), b), a_out, axis_size), True
@@ -228,8 +237,9 @@ def canonical_conv(x, w, strides, padding, dilation):
 
     Under ``jax.vmap`` (``jax.custom_batching.custom_vmap``): a mapped input with a shared kernel
     is folded into the batch, a mapped kernel with a shared input into the channels (one conv
-    each); a population, kernels and inputs both mapped, runs member by member (``lax.map``)
-    instead of as a grouped convolution, each member the same convolutions as alone.
+    each); a population, kernels and inputs both mapped, runs member by member (unrolled up to
+    `UNROLLED_MEMBERS`, else a ``lax.map``) instead of as a grouped convolution, each member the
+    same convolutions as alone.
 
     Not supported: forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``,
     Hessian-vector products by jvp of grad), which ``jax.custom_vjp`` rejects; use
