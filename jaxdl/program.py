@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxdl import losses, preflight, sharding
+from jaxdl._checks import is_count
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData
 from jaxdl.evaluation import evaluate_test
@@ -199,6 +200,8 @@ def build_program(
     """
     if mesh is not None:
         sharding.check_program(mesh, batch_size=config.batch_size, population=population)
+    if not is_count(parts):
+        raise ValueError(f"build_program: parts must be a positive int, got {parts!r}")
     if parts != 1 and (not population or mesh is not None):
         raise ValueError(
             f"build_program: parts={parts!r} needs a population without a mesh "

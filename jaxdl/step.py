@@ -385,7 +385,7 @@ def make_parted_chunk(
     after another; split into parts inside the scan's body, the parts' kernels do not depend on
     each other, so XLA:CPU runs them side by side on its cores (a 40-128-128-10 MLP at 8
     members in 4 parts: 1.5x the throughput, bench/NOTES.md section 17). Each member's values are
-    those of `make_chunk`'s.
+    those of `make_chunk`'s vmap to rounding (a member alone in its part runs the plain step).
 
     Args:
       model: the `Layer` to train.
@@ -406,7 +406,7 @@ def make_parted_chunk(
     def part_step(state, hparams, data, batch_indices):  # batch_indices: [part members, batch]
         if batch_indices.shape[0] > 1:
             return vmapped_step(state, hparams, data, batch_indices)
-        # One member runs the plain step: a ConvNet's vmap of one is a batched conv, slower.
+        # One member runs the plain step, without the batching a vmap of one adds.
         first = (jax.tree.map(lambda a: a[0], tree) for tree in (state, hparams, batch_indices))
         state, hparams, batch_indices = first
         stepped = batch_step(state, hparams, data, batch_indices)

@@ -147,8 +147,8 @@ CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program ru
 # more parts compile longer (8 pairs: 2.2 s, one vmap: 1.0 s).
 CPU_MEMBERS_PER_PART = 2  # dense members per part
 CPU_MAX_PARTS = 8
-# A ConvNet vmapped is a grouped convolution, slower than one member after another (sections
-# 9-10): its members run one per part, in pairs (1.1-1.3x one after another; 4 parts 1.0-1.4x).
+# Vmapped ConvNets ran no faster than one member after another (sections 9-10); one per part,
+# in pairs, they run 1.1-1.3x faster (section 17; 4 parts: 1.0-1.4x).
 CPU_CONV_CHUNK = 2
 
 
@@ -189,7 +189,12 @@ def _even_chunks(num_members: int, most: int) -> int:
 
 
 def choose_strategy(
-    member_state_shape, num_members: int, backend: str | None = None, *, members_axis: int = 1
+    member_state_shape,
+    num_members: int,
+    backend: str | None = None,
+    *,
+    members_axis: int = 1,
+    parts: bool = True,
 ) -> Plan:
     """The ``"auto"`` plan, by backend, model and population size (see `bench.bench_sweep`).
 
@@ -200,7 +205,7 @@ def choose_strategy(
     `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"`` when all
     fit), each program run split into parts of `CPU_MEMBERS_PER_PART` members (at most
     `CPU_MAX_PARTS`); a ConvNet population (any leaf of rank 3 or more) runs in chunks of
-    `CPU_CONV_CHUNK` members, one per part.
+    `CPU_CONV_CHUNK` members, one per part, or, without parts, one member after another.
 
     Args:
       member_state_shape: the `TrainState` (or just the params), arrays or
@@ -208,6 +213,7 @@ def choose_strategy(
       num_members: members in the group.
       backend: ``jax.default_backend()`` if ``None``.
       members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
+      parts: whether a program may split its members into parts (not on a mesh).
 
     Returns:
       A `Plan`.
@@ -223,12 +229,14 @@ def choose_strategy(
     if not on_cpu:
         return Plan("vmap", num_members)
     conv = _has_conv(member_state_shape)
+    if conv and not parts:
+        return Plan("map", 1)
     most = CPU_CONV_CHUNK if conv else CPU_STATE_BUDGET // max(_nbytes(member_state_shape), 1)
     if most <= 1:
         return Plan("map", 1)
     chunk_members = _even_chunks(num_members, most)
     strategy = "vmap" if chunk_members == num_members else "chunked"
-    return Plan(strategy, chunk_members, cpu_parts(chunk_members, conv=conv))
+    return Plan(strategy, chunk_members, cpu_parts(chunk_members, conv=conv) if parts else 1)
 
 
 def cpu_parts(chunk_members: int, *, conv: bool) -> int:
@@ -287,6 +295,16 @@ def _groups(members: list[dict[str, Any]]) -> list[_Group]:
     return list(groups.values())
 
 
+def _member_state_shape(model: Layer, config: TrainConfig, hparams: Hparams, example, *, decay):
+    """One member's `TrainState` as ``jax.ShapeDtypeStruct``s (traced only: nothing compiles)."""
+
+    def member_init(hp):
+        init_key, data_key = seed_keys(*seed_array([0, 0]))
+        return init_state(model, config, hp, example, init_key=init_key, data_key=data_key)
+
+    return jax.eval_shape(member_init, hparams.as_arrays(zero_decay_as_none=not decay))
+
+
 def _run_population(
     model: Layer,
     config: TrainConfig,
@@ -312,24 +330,19 @@ def _run_population(
 
     saved = None if checkpoints is None else checkpoints.layout()
     parts = 1
-    if strategy == "auto":
-
-        def member_init(hp):  # traced for its shapes only: nothing compiles or runs
-            init_key, data_key = seed_keys(*seed_array([0, 0]))
-            return init_state(model, config, hp, example, init_key=init_key, data_key=data_key)
-
-        example_hparams = hparams[0].as_arrays(zero_decay_as_none=not decay)
-        state_shape = jax.eval_shape(member_init, example_hparams)
+    if saved is not None:  # a resumed group runs as it was checkpointed
+        strategy, chunk_members, parts = saved
+    elif strategy == "auto":
+        state_shape = _member_state_shape(model, config, hparams[0], example, decay=decay)
         strategy, chunk_members, parts = choose_strategy(
-            state_shape, len(members), sharding.platform(mesh), members_axis=unit
+            state_shape,
+            len(members),
+            sharding.platform(mesh),
+            members_axis=unit,
+            parts=mesh is None,
         )
-        if mesh is not None:  # parted programs run on one device
-            parts = 1
-    if saved is not None:  # a resumed group runs the chunks it was checkpointed in
-        # (its parts, which leave the state as it is, as auto picks them for that chunk size)
-        if saved[1] != chunk_members:
-            parts = 1
-        strategy, chunk_members = saved
+    if mesh is not None:  # parted programs run on one device (a resume onto a mesh drops them)
+        parts = 1
 
     def run(program, state, hp, chunk, kept=None):
         """Runs one unit; ``kept``: its real members, the rest pad it (left out of on_chunk)."""
@@ -390,7 +403,7 @@ def _run_population(
                 example,
                 loss_fn=loss_fn,
                 population=True,
-                parts=min(parts, k),
+                parts=parts,
                 mesh=mesh,
             )
         return programs[k]
@@ -414,7 +427,7 @@ def _run_population(
         chunk_members = count
     chunk_members = -(-chunk_members // unit) * unit  # padding members repeat the last one
     if checkpoints is not None:
-        checkpoints.save_layout(strategy, chunk_members)
+        checkpoints.save_layout(strategy, chunk_members, parts)
 
     states, histories = [], []
     for index, start in enumerate(range(0, count, chunk_members)):
@@ -466,8 +479,9 @@ def sweep(
         another through one compiled program), ``"chunked"`` (vmap over as many members as fit
         half the device memory, estimated from the compiled program's memory analysis, or
         ``chunk_members``), or ``"auto"`` (`choose_strategy`: on GPU/TPU vmap; on CPU a dense
-        net's members vmapped in chunks whose stacked state fits 4 MiB, ConvNets one member
-        after another, a single one as a population of one).
+        net's members vmapped in chunks whose stacked state fits 4 MiB, ConvNets in pairs (a
+        single one as a population of one), each program's members split into parts that run
+        side by side, `jaxdl.step.make_parted_chunk`).
       chunk_members: members per vmapped chunk for ``"chunked"`` (an error with any other
         strategy); ``None`` estimates it.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.

@@ -95,23 +95,26 @@ class GroupCheckpoints:
     keep: int
     resume: bool
 
-    def layout(self) -> tuple[str, int] | None:
-        """``(strategy, chunk_members)`` the group first ran with, when resuming; else ``None``.
+    def layout(self) -> tuple[str, int, int] | None:
+        """``(strategy, chunk_members, parts)`` the group first ran with, when resuming; else
+        ``None``.
 
         A resumed group runs its members in the same chunks (``"chunked"`` without
-        ``chunk_members`` estimates the chunk size from memory, which may differ between runs).
+        ``chunk_members`` estimates the chunk size from memory, which may differ between runs)
+        and parts (`jaxdl.sweep.Plan`; 1 in folders saved before parts were recorded), so that it
+        continues bit for bit as it began.
         """
         path = os.path.join(self.directory, LAYOUT)
         if not self.resume or not os.path.exists(path):
             return None
         saved = read_json(path)
-        return saved["strategy"], saved["chunk_members"]
+        return saved["strategy"], saved["chunk_members"], saved.get("parts", 1)
 
-    def save_layout(self, strategy: str, chunk_members: int) -> None:
+    def save_layout(self, strategy: str, chunk_members: int, parts: int = 1) -> None:
         """Writes the group's ``layout.json`` (process 0 only)."""
         if is_main_process():
             os.makedirs(self.directory, exist_ok=True)
-            layout = {"strategy": strategy, "chunk_members": chunk_members}
+            layout = {"strategy": strategy, "chunk_members": chunk_members, "parts": parts}
             write_json_atomic(os.path.join(self.directory, LAYOUT), layout)
 
     def chunk(self, index: int) -> Checkpointer:

@@ -121,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=STRATEGIES,
         default="auto",
         help="vmap, map, chunked or auto (default: auto: vmap on GPU/TPU; on CPU dense nets "
-        "vmapped in cache-sized chunks of members, ConvNets one after another)",
+        "vmapped in cache-sized chunks of members, ConvNets in pairs, each program's members in "
+        "parts that run side by side)",
     )
     add_data_arguments(parser)
     add_model_arguments(parser, name=False)

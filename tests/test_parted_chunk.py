@@ -15,7 +15,9 @@ from jaxdl.train import Hparams, TrainConfig
 
 MEMBERS = 5
 LRS = np.array([1e-3, 3e-3, 1e30, 1e-2, 2e-3], np.float32)  # member 2 diverges
-CONFIG = TrainConfig(steps=6, batch_size=16, optimizer="sgd", chunk_steps=3)
+CONFIG = TrainConfig(
+    steps=6, batch_size=16, optimizer="sgd", chunk_steps=3, record_grad_norms=True, unroll=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_parted_chunk_trains_each_member_as_the_vmapped_chunk(data, name, parts,
         chex.assert_trees_all_close(metrics, expected_metrics, rtol=1e-5, atol=1e-6)
     raw_keys = [s._replace(key=jax.random.key_data(s.key)) for s in (actual, expected)]
     chex.assert_trees_all_close(*raw_keys, rtol=1e-5, atol=1e-6)
-    chex.assert_shape(metrics["loss"], (MEMBERS,))
+    chex.assert_shape([metrics["loss"], *metrics["grad_norm"].values()], (MEMBERS,))
     np.testing.assert_array_equal(actual.diverged_at, expected.diverged_at)
     np.testing.assert_array_equal(actual.diverged_at >= 0, LRS > 1)
     np.testing.assert_array_equal(actual.step, [6] * MEMBERS)
@@ -85,6 +87,8 @@ def test_parts_beyond_the_members_are_refused(parts):
 
 def test_build_program_refuses_parts_without_a_population_or_with_a_mesh(data):
     model = jaxdl.mlp(hidden=(4,))
+    with pytest.raises(ValueError, match="parts must be a positive int, got 0"):
+        train.build_program(model, CONFIG, data.x_train[:1], population=True, parts=0)
     with pytest.raises(ValueError, match="parts=2 needs a population without a mesh"):
         train.build_program(model, CONFIG, data.x_train[:1], parts=2)
     mesh = jaxdl.sharding.make_mesh({"members": 1, "data": 1})

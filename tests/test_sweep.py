@@ -423,6 +423,14 @@ def test_auto_strategy_by_backend_model_and_population(
     assert choice == expected
 
 
+def test_without_parts_convnets_run_one_after_another_and_dense_nets_in_one_vmap():
+    """What `auto` plans where programs cannot be split into parts (a mesh)."""
+    choose = functools.partial(sweep_module.choose_strategy, backend="cpu", parts=False)
+    assert choose(CONV_PARAMS, 8) == Plan("map", 1)
+    assert choose(DENSE_PARAMS, 8) == Plan("vmap", 8, 1)
+    assert choose(MIB_DENSE, 9) == Plan("chunked", 3, 1)
+
+
 @pytest.mark.parametrize(
     "hidden, expected",
     [

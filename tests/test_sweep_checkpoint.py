@@ -22,7 +22,12 @@ import jaxdl
 from jaxdl import cli, config, report
 from jaxdl.checkpoint import Checkpointer, CheckpointError
 from jaxdl.io import write_json_atomic
-from jaxdl.sweep_checkpoint import concat_history, load_history, save_history
+from jaxdl.sweep_checkpoint import (
+    GroupCheckpoints,
+    concat_history,
+    load_history,
+    save_history,
+)
 from jaxdl.sweep_cli import SweepSpec, save_members, spec_to_dict
 from jaxdl.train import History, TrainConfig
 
@@ -102,6 +107,28 @@ def test_resumed_chunked_sweep_is_bit_identical_and_skips_completed_groups(tmp_p
     assert_sweeps_equal(resumed, uninterrupted)
     np.testing.assert_array_equal(resumed.histories["step"][0], [10, 20, 30, 40])
     assert no_temporary_files(tmp_path)
+
+
+def test_resumed_auto_sweep_keeps_its_parts_and_is_bit_identical(tmp_path):
+    """`auto` on CPU runs 3 ConvNets as pairs in parts (one member each, the plain step): the
+    group's layout records the parts, and the resumed sweep runs with them, bit for bit."""
+    run = functools.partial(
+        jaxdl.sweep, jaxdl.convnet(channels=(4,), kernel=3), digits(), {"seed": [0, 1, 2]},
+        config=CONFIG,
+    )  # fmt: skip
+    uninterrupted = run()
+    with pytest.raises(Interrupt):  # 2 chunks x 4 chunk ends: stop at chunk 1's step 10
+        run(checkpointer=Checkpointer(tmp_path, every=20), on_chunk=interrupt_after(5))
+    layout = json.loads((tmp_path / "group0" / "layout.json").read_text())
+    assert layout == {"strategy": "chunked", "chunk_members": 2, "parts": 2}
+    resumed = run(checkpointer=Checkpointer(tmp_path, every=20), resume=True)
+    assert_sweeps_equal(resumed, uninterrupted)
+
+
+def test_a_layout_saved_before_parts_were_recorded_resumes_with_one_part(tmp_path):
+    group = GroupCheckpoints(str(tmp_path), every=10, keep=1, resume=True)
+    write_json_atomic(str(tmp_path / "layout.json"), {"strategy": "chunked", "chunk_members": 4})
+    assert group.layout() == ("chunked", 4, 1)
 
 
 def test_resumed_map_sweep_saves_and_restores_a_diverged_member(tmp_path):

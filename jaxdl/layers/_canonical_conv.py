@@ -188,7 +188,7 @@ def _batching_rule(op, folds):
         a_batched, b_batched = in_batched
         (a_axis, a_out), (b_axis, b_out) = folds
         if a_batched and b_batched:
-            if axis_size <= UNROLLED_MEMBERS:  # no loop: [N, ...]
+            if 0 < axis_size <= UNROLLED_MEMBERS:  # no loop: [N, ...]
                 return jnp.stack([op(a[i], b[i]) for i in range(axis_size)]), True
             return lax.map(lambda ab: op(*ab), (a, b)), True  # [N, ...]
         if a_batched:
