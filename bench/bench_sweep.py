@@ -261,16 +261,18 @@ class SweepSample:
     strategy: str
 
 
-MAX_CHUNKS = 50  # chunks per member in a timed sweep call (it is stopped long before)
+# Steps of a timed sweep run (each call is stopped long before): a long run, which is what
+# `auto` plans for (no parts below `jaxdl.sweep.CPU_PARTS_MIN_STEPS`); every chunk size divides it.
+RUN_STEPS = 5000
 
 
 def sweep_config(chunk_steps: int) -> jaxdl.TrainConfig:
-    """A run of `MAX_CHUNKS` chunks of ``chunk_steps``, its test evaluation at the end only.
+    """A run of `RUN_STEPS` steps in chunks of ``chunk_steps``, its test evaluation at the end.
 
     The timed calls are stopped well before the end; ``steps`` changes nothing in the compiled
     chunk (a constant learning rate), so every call compiles, or loads, the same program.
     """
-    steps = chunk_steps * MAX_CHUNKS
+    steps = RUN_STEPS
     return jaxdl.TrainConfig(
         steps=steps,
         batch_size=BATCH,

@@ -147,6 +147,9 @@ CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program ru
 # more parts compile longer (8 pairs: 2.2 s, one vmap: 1.0 s).
 CPU_MEMBERS_PER_PART = 2  # dense members per part
 CPU_MAX_PARTS = 8
+# Parts repay their longer compile (0.25-0.55 s more) after about 300 steps (ConvNet pairs) to 900
+# (8 small MLPs); shorter runs go without them.
+CPU_PARTS_MIN_STEPS = 1000
 # Vmapped ConvNets ran no faster than one member after another (sections 9-10); one per part,
 # in pairs, they run 1.1-1.3x faster (section 17; 4 parts: 1.0-1.4x).
 CPU_CONV_CHUNK = 2
@@ -213,7 +216,8 @@ def choose_strategy(
       num_members: members in the group.
       backend: ``jax.default_backend()`` if ``None``.
       members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
-      parts: whether a program may split its members into parts (not on a mesh).
+      parts: whether a program may split its members into parts (`jaxdl.sweep` allows them
+        without a mesh, for runs of `CPU_PARTS_MIN_STEPS` steps or more).
 
     Returns:
       A `Plan`.
@@ -339,7 +343,7 @@ def _run_population(
             len(members),
             sharding.platform(mesh),
             members_axis=unit,
-            parts=mesh is None,
+            parts=mesh is None and config.steps >= CPU_PARTS_MIN_STEPS,
         )
     if mesh is not None:  # parted programs run on one device (a resume onto a mesh drops them)
         parts = 1

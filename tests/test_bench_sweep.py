@@ -15,7 +15,7 @@ import pytest
 import jaxdl
 from bench import bench_sweep, common
 from bench.bench_mlp import hand_step
-from jaxdl.sweep import choose_strategy
+from jaxdl.sweep import CPU_PARTS_MIN_STEPS, choose_strategy
 
 SPECS = {spec.key: spec for spec in bench_sweep.SPECS}
 # optax.adam's bias correction mixes int and float: the hand-written baselines run with JAX's
@@ -143,3 +143,13 @@ def test_the_jaxdl_step_loop_traces_no_zero_weight_decay(monkeypatch):
         bench_sweep.jaxdl_loop_runner(spec, bench_sweep.make_data(spec), 2)
     assert captured["hparams"].weight_decay is None
     np.testing.assert_allclose(captured["hparams"].lr, [bench_sweep.LR] * 2)
+
+
+@pytest.mark.parametrize("spec", bench_sweep.SPECS, ids=lambda spec: spec.key)
+def test_timed_sweeps_are_long_runs_as_auto_plans_them(spec):
+    """Every timed sweep is configured as a run long enough for `auto`'s parts on CPU, and its
+    chunks end on the run's steps (each call is stopped long before the end)."""
+    for chunk_steps in {*spec.chunk_steps.values(), bench_sweep.ACCELERATOR_CHUNK_STEPS}:
+        config = bench_sweep.sweep_config(chunk_steps)
+        assert config.steps >= CPU_PARTS_MIN_STEPS
+        assert config.steps % chunk_steps == 0

@@ -423,6 +423,24 @@ def test_auto_strategy_by_backend_model_and_population(
     assert choice == expected
 
 
+def test_auto_splits_programs_into_parts_for_long_runs_only(monkeypatch):
+    """8 tiny MLPs under auto: one vmap below `CPU_PARTS_MIN_STEPS` steps, 4 parts from there on
+    (the longer compile of parts only pays over a long run)."""
+    seen = []
+    real = sweep_module.build_program
+
+    def recording(*args, parts=1, **kwargs):
+        seen.append(parts)
+        return real(*args, parts=parts, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "build_program", recording)
+    model, axes = jaxdl.mlp(hidden=(4,), num_classes=10), {"seed": range(8)}
+    jaxdl.sweep(model, digits(), axes, config=CONFIG, steps=4, chunk_steps=2)
+    monkeypatch.setattr(sweep_module, "CPU_PARTS_MIN_STEPS", 4)
+    jaxdl.sweep(model, digits(), axes, config=CONFIG, steps=4, chunk_steps=2)
+    assert seen == [1, 4]
+
+
 def test_without_parts_convnets_run_one_after_another_and_dense_nets_in_one_vmap():
     """What `auto` plans where programs cannot be split into parts (a mesh)."""
     choose = functools.partial(sweep_module.choose_strategy, backend="cpu", parts=False)
@@ -455,7 +473,7 @@ def test_auto_counts_the_whole_train_state_and_equals_vmap(hidden, expected):
 def test_sweep_command_writes_its_folder_and_counts_network_steps(tmp_path, capsys):
     """`jaxdl sweep` on tiny data: one row per member, the summary and both plots; progress
     counts network-steps, rising to the population's total although the MLPs run vmapped and
-    the ConvNets (auto on CPU) in chunks of two, the last padded."""
+    the ConvNets (auto on CPU, for a run this short: without parts) one after another."""
     from jaxdl import cli
 
     out = tmp_path / "sweep"
@@ -468,7 +486,7 @@ def test_sweep_command_writes_its_folder_and_counts_network_steps(tmp_path, caps
     printed = capsys.readouterr().out
     counts = [int(line.split()[1].split("/")[0]) for line in printed.splitlines()
               if line.startswith("network-steps ")]  # fmt: skip
-    assert counts == [30, 60, 80, 100, 110, 120], printed
+    assert counts == [30, 60, 70, 80, 90, 100, 110, 120], printed
     assert "120/120" in printed
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))

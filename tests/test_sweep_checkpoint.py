@@ -8,6 +8,7 @@ Sweeps compile one program per group, so populations are tiny MLPs on a few hund
 
 import csv
 import functools
+import importlib
 import json
 import os
 
@@ -32,6 +33,7 @@ from jaxdl.sweep_cli import SweepSpec, save_members, spec_to_dict
 from jaxdl.train import History, TrainConfig
 
 CONFIG = TrainConfig(steps=40, batch_size=32, chunk_steps=10, eval_every=20)
+sweep_module = importlib.import_module("jaxdl.sweep")  # `jaxdl.sweep` is the function
 
 
 @functools.cache
@@ -109,9 +111,10 @@ def test_resumed_chunked_sweep_is_bit_identical_and_skips_completed_groups(tmp_p
     assert no_temporary_files(tmp_path)
 
 
-def test_resumed_auto_sweep_keeps_its_parts_and_is_bit_identical(tmp_path):
+def test_resumed_auto_sweep_keeps_its_parts_and_is_bit_identical(tmp_path, monkeypatch):
     """`auto` on CPU runs 3 ConvNets as pairs in parts (one member each, the plain step): the
     group's layout records the parts, and the resumed sweep runs with them, bit for bit."""
+    monkeypatch.setattr(sweep_module, "CPU_PARTS_MIN_STEPS", CONFIG.steps)  # parts for 40 steps
     run = functools.partial(
         jaxdl.sweep, jaxdl.convnet(channels=(4,), kernel=3), digits(), {"seed": [0, 1, 2]},
         config=CONFIG,
