@@ -147,9 +147,11 @@ CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program ru
 # more parts compile longer (8 pairs: 2.2 s, one vmap: 1.0 s).
 CPU_MEMBERS_PER_PART = 2  # dense members per part
 CPU_MAX_PARTS = 8
-# Parts repay their longer compile (0.25-0.55 s more) after about 300 steps (ConvNet pairs) to 900
-# (8 small MLPs); shorter runs go without them.
-CPU_PARTS_MIN_STEPS = 1000
+# Parts repay their longer compile in runs of about 1000 steps (8 small MLPs, wall time equal at
+# 1000 steps, 13 % less at 3000) or 200-300 (ConvNets: equal at 200, 19 % less at 300); shorter
+# runs go without them.
+CPU_PARTS_MIN_STEPS = 1000  # dense nets
+CPU_CONV_PARTS_MIN_STEPS = 300
 # Vmapped ConvNets ran no faster than one member after another (sections 9-10); one per part,
 # in pairs, they run 1.1-1.3x faster (section 17; 4 parts: 1.0-1.4x).
 CPU_CONV_CHUNK = 2
@@ -198,6 +200,7 @@ def choose_strategy(
     *,
     members_axis: int = 1,
     parts: bool = True,
+    steps: int | None = None,
 ) -> Plan:
     """The ``"auto"`` plan, by backend, model and population size (see `bench.bench_sweep`).
 
@@ -208,7 +211,8 @@ def choose_strategy(
     `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"`` when all
     fit), each program run split into parts of `CPU_MEMBERS_PER_PART` members (at most
     `CPU_MAX_PARTS`); a ConvNet population (any leaf of rank 3 or more) runs in chunks of
-    `CPU_CONV_CHUNK` members, one per part, or, without parts, one member after another.
+    `CPU_CONV_CHUNK` members, one per part, or, without parts (on a mesh, in a short run), one
+    member after another.
 
     Args:
       member_state_shape: the `TrainState` (or just the params), arrays or
@@ -216,8 +220,9 @@ def choose_strategy(
       num_members: members in the group.
       backend: ``jax.default_backend()`` if ``None``.
       members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
-      parts: whether a program may split its members into parts (`jaxdl.sweep` allows them
-        without a mesh, for runs of `CPU_PARTS_MIN_STEPS` steps or more).
+      parts: whether a program may split its members into parts (not on a mesh).
+      steps: the run's steps: parts only from `CPU_PARTS_MIN_STEPS` (dense nets) or
+        `CPU_CONV_PARTS_MIN_STEPS` (ConvNets) on; ``None``: any length.
 
     Returns:
       A `Plan`.
@@ -233,6 +238,8 @@ def choose_strategy(
     if not on_cpu:
         return Plan("vmap", num_members)
     conv = _has_conv(member_state_shape)
+    min_steps = CPU_CONV_PARTS_MIN_STEPS if conv else CPU_PARTS_MIN_STEPS
+    parts = parts and (steps is None or steps >= min_steps)
     if conv and not parts:
         return Plan("map", 1)
     most = CPU_CONV_CHUNK if conv else CPU_STATE_BUDGET // max(_nbytes(member_state_shape), 1)
@@ -343,7 +350,8 @@ def _run_population(
             len(members),
             sharding.platform(mesh),
             members_axis=unit,
-            parts=mesh is None and config.steps >= CPU_PARTS_MIN_STEPS,
+            parts=mesh is None,
+            steps=config.steps,
         )
     if mesh is not None:  # parted programs run on one device (a resume onto a mesh drops them)
         parts = 1

@@ -15,7 +15,7 @@ import pytest
 import jaxdl
 from bench import bench_sweep, common
 from bench.bench_mlp import hand_step
-from jaxdl.sweep import CPU_PARTS_MIN_STEPS, choose_strategy
+from jaxdl.sweep import CPU_CONV_PARTS_MIN_STEPS, CPU_PARTS_MIN_STEPS, choose_strategy
 
 SPECS = {spec.key: spec for spec in bench_sweep.SPECS}
 # optax.adam's bias correction mixes int and float: the hand-written baselines run with JAX's
@@ -151,5 +151,5 @@ def test_timed_sweeps_are_long_runs_as_auto_plans_them(spec):
     chunks end on the run's steps (each call is stopped long before the end)."""
     for chunk_steps in {*spec.chunk_steps.values(), bench_sweep.ACCELERATOR_CHUNK_STEPS}:
         config = bench_sweep.sweep_config(chunk_steps)
-        assert config.steps >= CPU_PARTS_MIN_STEPS
+        assert config.steps >= max(CPU_PARTS_MIN_STEPS, CPU_CONV_PARTS_MIN_STEPS)
         assert config.steps % chunk_steps == 0

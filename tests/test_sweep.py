@@ -450,6 +450,19 @@ def test_without_parts_convnets_run_one_after_another_and_dense_nets_in_one_vmap
 
 
 @pytest.mark.parametrize(
+    "params, steps, expected",
+    [
+        (DENSE_PARAMS, sweep_module.CPU_PARTS_MIN_STEPS - 1, Plan("vmap", 8, 1)),
+        (DENSE_PARAMS, sweep_module.CPU_PARTS_MIN_STEPS, Plan("vmap", 8, 4)),
+        (CONV_PARAMS, sweep_module.CPU_CONV_PARTS_MIN_STEPS - 1, Plan("map", 1)),
+        (CONV_PARAMS, sweep_module.CPU_CONV_PARTS_MIN_STEPS, Plan("chunked", 2, 2)),
+    ],
+)
+def test_parts_only_for_runs_long_enough_to_repay_their_compile(params, steps, expected):
+    assert sweep_module.choose_strategy(params, 8, "cpu", steps=steps) == expected
+
+
+@pytest.mark.parametrize(
     "hidden, expected",
     [
         ((256, 512), ["chunked"] * 3),  # 153k params: Adam's state 1.75 MiB, 2 per chunk
