@@ -247,10 +247,10 @@ def choose_strategy(
         return Plan("map", 1)
     chunk_members = _even_chunks(num_members, most)
     strategy = "vmap" if chunk_members == num_members else "chunked"
-    return Plan(strategy, chunk_members, cpu_parts(chunk_members, conv=conv) if parts else 1)
+    return Plan(strategy, chunk_members, _cpu_parts(chunk_members, conv=conv) if parts else 1)
 
 
-def cpu_parts(chunk_members: int, *, conv: bool) -> int:
+def _cpu_parts(chunk_members: int, *, conv: bool) -> int:
     """Parts of a program run of ``chunk_members`` members on CPU: one per ConvNet member, else
     pairs (at most `CPU_MAX_PARTS`)."""
     if conv:
