@@ -231,21 +231,14 @@ def build_program(
             jit_kwargs["out_shardings"] = out_shardings
         return jax.jit(fn, **jit_kwargs)
 
-    if parts == 1:
-        chunks = {
-            n: jitted(
-                make_chunk(model, config, n, loss_fn, mesh=mesh),
-                (0, 0, None),
-                (run, shared),
-                donate_argnums=0,
-            )
-            for n in set(chunk_plan(config))
-        }
-    else:  # vmapped part by part inside the chunk
-        chunks = {
-            n: jax.jit(make_parted_chunk(model, config, n, parts, loss_fn), donate_argnums=0)
-            for n in set(chunk_plan(config))
-        }
+    def compiled_chunk(num_steps):
+        if parts > 1:  # vmapped part by part inside the chunk
+            chunk = make_parted_chunk(model, config, num_steps, parts, loss_fn)
+            return jax.jit(chunk, donate_argnums=0)
+        chunk = make_chunk(model, config, num_steps, loss_fn, mesh=mesh)
+        return jitted(chunk, (0, 0, None), (run, shared), donate_argnums=0)
+
+    chunks = {n: compiled_chunk(n) for n in set(chunk_plan(config))}
     init_options = dict(CPU_INIT_OPTIONS) if sharding.platform(mesh) == "cpu" else None
     return Program(
         jitted(init, (0, 0, 0), run, compiler_options=init_options),
