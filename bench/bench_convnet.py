@@ -75,22 +75,26 @@ def jaxdl_model(impl: str) -> jaxdl.Layer:
     return jaxdl.serial(*entries)
 
 
-def jaxdl_runners(impl: str, x, y, *, scan: bool):
-    """jaxdl's ``{"step": (runner, first_s), "chunk": ...}`` with convs of ``impl``."""
+def jaxdl_runners(impl: str, x, y, *, scan: bool, xla_defaults: bool = False):
+    """jaxdl's ``{"step": (runner, first_s), "chunk": ...}`` with convs of ``impl``, compiled
+    with `jaxdl.compiler_options` as `fit` compiles them (``xla_defaults``: without)."""
     model = jaxdl_model(impl)
     config = jaxdl.TrainConfig(batch_size=BATCH, optimizer="adam")
     hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
     xb, yb = jnp.asarray(x[:BATCH]), jnp.asarray(y[:BATCH])
+    options = None if xla_defaults else jaxdl.compiler_options(xb)
 
     def fresh_state():
         init_key, data_key = jax.random.split(jax.random.key(0))
         return jaxdl.init_state(model, config, hparams, xb, init_key=init_key, data_key=data_key)
 
-    step = jax.jit(jaxdl.make_step(model, config), donate_argnums=0)
+    step = jax.jit(jaxdl.make_step(model, config), donate_argnums=0, compiler_options=options)
     runners = {"step": common.stepper(step, fresh_state(), hparams, xb, yb)}
     if scan:
         data = jaxdl.DeviceData(jnp.asarray(x), jnp.asarray(y), xb, yb)
-        chunk = jax.jit(jaxdl.make_chunk(model, config, SCAN_STEPS), donate_argnums=0)
+        chunk = jax.jit(
+            jaxdl.make_chunk(model, config, SCAN_STEPS), donate_argnums=0, compiler_options=options
+        )
         runners["chunk"] = common.stepper(
             chunk, fresh_state(), hparams, data, steps_per_call=SCAN_STEPS
         )
@@ -309,10 +313,11 @@ def population_runners(impl: str, x, y):
 
     keys = jax.random.split(jax.random.key(0), POP_MEMBERS)
     step = jaxdl.make_step(model, config)
-    vmapped = jax.jit(jax.vmap(step, in_axes=(0, None, 0, 0)), donate_argnums=0)
-    loop, loop_first = common.stepper(
-        jax.jit(step, donate_argnums=0), fresh_state(keys[0]), hparams, xs[0], ys[0]
+    jit = functools.partial(
+        jax.jit, donate_argnums=0, compiler_options=jaxdl.compiler_options(xs[0])
     )
+    vmapped = jit(jax.vmap(step, in_axes=(0, None, 0, 0)))
+    loop, loop_first = common.stepper(jit(step), fresh_state(keys[0]), hparams, xs[0], ys[0])
     return {
         "vmap": common.stepper(vmapped, jax.vmap(fresh_state)(keys), hparams, xs, ys),
         "loop": (lambda n: loop(n * POP_MEMBERS), loop_first),
@@ -355,8 +360,10 @@ def population_table(x, y, repeats: int) -> Table:
         [
             "vmap(step): `jax.jit(jax.vmap(jaxdl.make_step(model, config)))` over the members' "
             "states and batches, as `jaxdl.sweep` trains a population; loop of members: one "
-            f"member's jitted step, {POP_MEMBERS} times.",
-            "Under vmap canonical_conv runs each conv member by member (`lax.map`), im2col is a "
+            f"member's jitted step, {POP_MEMBERS} times; both compiled with "
+            "`jaxdl.compiler_options(x)`.",
+            "Under vmap canonical_conv runs each conv member by member (unrolled up to 8 "
+            "members, else in a `lax.map`), im2col is a "
             "batched matmul, lax.conv a grouped convolution.",
             f"{repeats} interleaved repeats of one population step each.",
         ],
@@ -383,6 +390,7 @@ def run(quick: bool = False) -> list[Table]:
     if not quick:
         add("jaxdl_xla", jaxdl_runners("xla", x, y, scan=False)["step"])
         add("jaxdl_im2col", jaxdl_runners("im2col", x, y, scan=False)["step"])
+        add("jaxdl_defaults", jaxdl_runners("auto", x, y, scan=False, xla_defaults=True)["step"])
     add("hand", hand_runners("lax.conv", "reduce_window", x, y, scan=False)["step"])
     torch_run = torch_runner(x, y)
     if torch_run is not None:
@@ -446,7 +454,8 @@ def run(quick: bool = False) -> list[Table]:
                 "dense 10; SAME padding. Loops of jitted steps (donated state), one fixed batch.",
                 "jaxdl: `jaxdl.convnet(channels=(32, 64), kernel=5)` (`impl='auto'`: "
                 "`canonical_conv` on CPU); impl=xla / im2col (the CPU default before): the same "
-                "layers via `jaxdl.serial` and `conv2d(..., impl=...)`; hand-written: "
+                "layers via `jaxdl.serial` and `conv2d(..., impl=...)`; jaxdl's steps are "
+                "compiled with `jaxdl.compiler_options(x)` (see the variants); hand-written: "
                 "`lax.conv_general_dilated` + `lax.reduce_window` max; PyTorch: "
                 "`nn.Conv2d`/`nn.MaxPool2d`, NCHW.",
                 "hand / jaxdl > 1: jaxdl faster (median of per-repeat ratios); noise: ± half "
@@ -461,6 +470,7 @@ def run(quick: bool = False) -> list[Table]:
         ("jaxdl impl=auto (canonical_conv on CPU, reshape-max pool)", "jaxdl"),
         ("jaxdl impl=xla (lax.conv, reshape-max pool)", "jaxdl_xla"),
         ("jaxdl impl=im2col (reshape-max pool)", "jaxdl_im2col"),
+        ("jaxdl impl=auto, XLA's default options (2-D convs on YNNPACK)", "jaxdl_defaults"),
         ("hand lax.conv + reduce_window", "hand"),
         *((f"hand {c} + {p}", f"hand {c} + {p}") for c, p in ablations),
         ("PyTorch eager", "torch"),
@@ -499,7 +509,12 @@ def run(quick: bool = False) -> list[Table]:
                 f"({matmul_flops / med['matmul'] / 1e9:.0f} GFLOP/s median).",
                 "First call: trace + compile + first run, in the warm benchmark process.",
                 "canonical_conv: jaxdl's conv on CPU (lax.conv with canonical-layout gradient "
-                "convs, see the cliff table); the hand-written row shows jaxdl's own overhead.",
+                "convs, see the cliff table). jaxdl's rows are compiled with "
+                "`jaxdl.compiler_options(x)`, as `fit` compiles its programs: on CPU, 2-D "
+                "convolutions run on XLA's own multi-threaded kernels instead of YNNPACK's "
+                "single-threaded ones (NOTES.md section 18); the hand-written rows and the row "
+                "with XLA's default options are compiled without, so the hand canonical_conv "
+                "row against that one shows jaxdl's own overhead.",
             ],
         )
     )

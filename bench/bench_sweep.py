@@ -22,7 +22,9 @@ The implementations, all timed in the same interleaved repeats:
   run of ``2 * chunk_steps`` steps per call (init, one scan, one test evaluation), compiled
   once; its init and evaluation count against it.
 - **jaxdl vmap(step) loop**: a Python loop of ``jit(vmap(step))`` of `jaxdl.make_step`, the
-  loop of jitted steps the whole-run scan must not be slower than.
+  loop of jitted steps the whole-run scan must not be slower than. Both jit with
+  ``compiler_options=jaxdl.compiler_options(x)``, as jaxdl's docs tell users to (the sweep's
+  programs get them from `jaxdl.sweep` itself; the hand-written steps are compiled without).
 - **hand vmap(step)**: a Python loop of ``jax.jit(jax.vmap(step), donate_argnums=0)``.
 - **hand vmap(scan)**: ``jax.jit(jax.vmap(chunk), donate_argnums=0)``, ``chunk`` a ``lax.scan``
   of ``chunk_steps`` steps.
@@ -347,7 +349,7 @@ def whole_run_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int, ste
         steps=steps, batch_size=BATCH, chunk_steps=steps, eval_batch_size=NUM_TEST
     )
     train = jaxdl.make_train(spec.jaxdl_model(), jaxdl.train.to_device(data), config)
-    population = jax.jit(jax.vmap(train))
+    population = jax.jit(jax.vmap(train), compiler_options=jaxdl.compiler_options(data.x_train))
     keys = jax.random.split(jax.random.key(0), num_members)  # [K]
     hparams = population_hparams(num_members)
 
@@ -377,7 +379,11 @@ def jaxdl_loop_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int):
     seeds = jaxdl.train.seed_array(range(num_members))  # [K]
     hparams = population_hparams(num_members)
     state = program.init(seeds, seeds, hparams)
-    loop_step = jax.jit(jax.vmap(drawn_step, in_axes=(0, 0, None, None)), donate_argnums=0)
+    loop_step = jax.jit(
+        jax.vmap(drawn_step, in_axes=(0, 0, None, None)),
+        donate_argnums=0,
+        compiler_options=jaxdl.compiler_options(x_all),
+    )
     return common.stepper(loop_step, state, hparams, x_all, y_all)
 
 

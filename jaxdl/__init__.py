@@ -47,6 +47,7 @@ from jaxdl.train import (
     make_train,
 )
 from jaxdl.types import Layer, LayerError
+from jaxdl.xla_options import compiler_options
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "activation",
     "avg_pool",
     "batch_norm",
+    "compiler_options",
     "conv",
     "conv1d",
     "conv2d",

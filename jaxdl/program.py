@@ -33,6 +33,7 @@ from jaxdl.step import (
     make_parted_chunk,
 )
 from jaxdl.types import Layer
+from jaxdl.xla_options import compiler_options
 
 # The init program runs once per run, so on XLA:CPU its backend optimisations cost more compile
 # time than they could save: without them an MLP 784-512-512-10's init compiles in 0.28 s instead
@@ -231,19 +232,23 @@ def build_program(
             jit_kwargs["out_shardings"] = out_shardings
         return jax.jit(fn, **jit_kwargs)
 
+    platform = sharding.platform(mesh)
+    options = compiler_options(example, backend=platform)
+
     def compiled_chunk(num_steps):
+        donated = {"donate_argnums": 0, "compiler_options": options}
         if parts > 1:  # vmapped part by part inside the chunk
             chunk = make_parted_chunk(model, config, num_steps, parts, loss_fn)
-            return jax.jit(chunk, donate_argnums=0)
+            return jax.jit(chunk, **donated)
         chunk = make_chunk(model, config, num_steps, loss_fn, mesh=mesh)
-        return jitted(chunk, (0, 0, None), (run, shared), donate_argnums=0)
+        return jitted(chunk, (0, 0, None), (run, shared), **donated)
 
     chunks = {n: compiled_chunk(n) for n in set(chunk_plan(config))}
-    init_options = dict(CPU_INIT_OPTIONS) if sharding.platform(mesh) == "cpu" else None
+    init_options = dict(CPU_INIT_OPTIONS) if platform == "cpu" else None
     return Program(
         jitted(init, (0, 0, 0), run, compiler_options=init_options),
         chunks,
-        jitted(test_metrics, (0, None), shared),
+        jitted(test_metrics, (0, None), shared, compiler_options=options),
     )
 
 

@@ -1,0 +1,140 @@
+"""Tests of `jaxdl.compiler_options`: on XLA:CPU, 2-D convolutions kept off YNNPACK and nothing
+else changed; which programs get the options; values as with XLA's defaults.
+
+Compiled HLO is read for ``"__ynn_fusion"``, the fusion kind of work handed to YNNPACK.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdl
+from jaxdl import xla_options as options_module
+from jaxdl.train import build_program
+
+ON_CPU = jax.default_backend() == "cpu"
+needs_cpu = pytest.mark.skipif(not ON_CPU, reason="the options are for XLA:CPU")
+
+
+def compiled_hlo(fn, *args, options=None) -> str:
+    return jax.jit(fn, compiler_options=options).lower(*args).compile().as_text()
+
+
+def ynn_fused_ops(hlo: str) -> set[str]:
+    """Ops of the computations XLA:CPU fused for YNNPACK (``kind=kCustom`` ``__ynn_fusion``)."""
+    called = re.findall(r"calls=%([\w.\-]+), [^\n]*\"kind\":\"__ynn_fusion\"", hlo)
+    ops = set()
+    for name in called:
+        body = re.search(rf"%{re.escape(name)} \([^\n]*\{{\n(.*?)\n\}}", hlo, re.S)
+        ops |= set(re.findall(r"= \S+ (\w[\w-]*)\(", body.group(1))) if body else set()
+    return ops
+
+
+def conv2d(x, w):
+    return jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def test_no_options_off_the_cpu_or_without_two_spatial_axes():
+    assert jaxdl.compiler_options(backend="gpu") is None
+    assert jaxdl.compiler_options(jnp.zeros((8, 784)), backend="cpu") is None
+    assert (
+        jaxdl.compiler_options(jax.ShapeDtypeStruct((8, 40, 1), jnp.float32), backend="cpu") is None
+    )
+
+
+@needs_cpu
+def test_on_the_cpu_images_and_unknown_inputs_get_the_options():
+    expected = dict(options_module.CPU_OPTIONS)
+    assert jaxdl.compiler_options(jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32)) == expected
+    assert jaxdl.compiler_options() == expected
+
+
+@needs_cpu
+def test_this_xla_accepts_the_options():
+    # Fails when a JAX upgrade drops or renames the experimental flag: compiler_options would
+    # then quietly return None and convolutions would be on YNNPACK again.
+    assert options_module._accepted()
+
+
+def mlp_step(w1, w2, x):
+    """An SGD step of a small MLP: dots, reductions and elementwise ops, no convolution."""
+
+    def loss(ws):
+        h = jnp.tanh(x @ ws[0])
+        return jnp.mean(jax.nn.log_softmax(h @ ws[1]))
+
+    return jax.tree.map(lambda w, g: w - 0.1 * g, (w1, w2), jax.grad(loss)((w1, w2)))
+
+
+MLP_ARGS = (jnp.ones((40, 128)), jnp.ones((128, 10)), jnp.ones((128, 40)))
+
+
+@needs_cpu
+def test_xla_default_ynnpack_types_are_the_ones_the_options_start_from():
+    """Fails when a JAX upgrade changes XLA:CPU's default list, which `CPU_OPTIONS` (the
+    default without convolutions and reductions) must then follow."""
+    listed = ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in options_module.XLA_DEFAULT_YNN_TYPES)
+    explicit = {"xla_cpu_experimental_ynn_fusion_type": listed}
+    for fn, args in (
+        (mlp_step, MLP_ARGS),
+        (conv2d, (jnp.ones((8, 14, 14, 32)), jnp.ones((5, 5, 32, 64)))),
+    ):
+        assert compiled_hlo(fn, *args, options=explicit) == compiled_hlo(fn, *args)
+
+
+@needs_cpu
+def test_the_options_keep_dots_on_ynnpack():
+    hlo = compiled_hlo(mlp_step, *MLP_ARGS, options=jaxdl.compiler_options())
+    assert "dot" in ynn_fused_ops(hlo)
+
+
+@needs_cpu
+def test_the_options_keep_2d_convolutions_off_ynnpack():
+    x, w = jnp.ones((8, 14, 14, 32)), jnp.ones((5, 5, 32, 64))
+    if "convolution" not in ynn_fused_ops(compiled_hlo(conv2d, x, w)):
+        pytest.skip("this XLA does not hand 2-D convolutions to YNNPACK by default")
+    hlo = compiled_hlo(conv2d, x, w, options=jaxdl.compiler_options(x))
+    assert "convolution" not in ynn_fused_ops(hlo)
+    assert " convolution(" in hlo
+
+
+@needs_cpu
+def test_a_convnet_program_compiles_its_chunks_and_evaluation_with_the_options():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((80, 12, 12, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 80).astype(np.int32)
+    data = jaxdl.data.Dataset(images[:64], labels[:64], images[64:], labels[64:], 10, "images")
+    model = jaxdl.convnet(channels=(32, 32), kernel=3)
+    config = jaxdl.TrainConfig(steps=4, batch_size=8, chunk_steps=2, eval_batch_size=16)
+    program = build_program(model, config, jax.ShapeDtypeStruct((1, 12, 12, 1), jnp.float32))
+    device = jaxdl.train.to_device(data)
+    seed = jaxdl.train.seed_array([0])[0]
+    hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
+    state = program.init(seed, seed, hparams)
+    for hlo in (
+        program.chunks[2].lower(state, hparams, device).compile().as_text(),
+        program.evaluate.lower(state, device).compile().as_text(),
+    ):
+        assert " convolution(" in hlo
+        assert "convolution" not in ynn_fused_ops(hlo)
+
+
+@needs_cpu
+def test_convolutions_off_ynnpack_agree_with_xla_defaults():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((16, 10, 10, 24)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 24, 40)), jnp.float32) / 15
+
+    def loss(x, w):
+        return jnp.sum(jnp.tanh(conv2d(x, w)) ** 2)
+
+    grads = jax.grad(loss, argnums=(0, 1))
+    default = jax.jit(grads)(x, w)
+    eigen = jax.jit(grads, compiler_options=jaxdl.compiler_options(x))(x, w)
+    for a, b in zip(default, eigen, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
