@@ -233,7 +233,9 @@ def build_program(
         return jax.jit(fn, **jit_kwargs)
 
     platform = sharding.platform(mesh)
-    options = compiler_options(example, backend=platform)
+    # Parts already run members side by side on the cores, so they keep XLA's single-threaded
+    # YNNPACK convolutions (a ConvNet pair: 0.91x with the options, bench/NOTES.md section 18).
+    options = compiler_options(example, backend=platform) if parts == 1 else None
 
     def compiled_chunk(num_steps):
         donated = {"donate_argnums": 0, "compiler_options": options}

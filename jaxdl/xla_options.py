@@ -3,9 +3,9 @@
 XLA:CPU (jaxlib 0.10) hands 2-D convolutions to YNNPACK by default, which runs each one on a
 single core; XLA's own (Eigen) convolutions use them all. On 2 cores a LeNet train step runs 1.3
 times faster with its convolutions kept off YNNPACK, which keeps the dots (bench/NOTES.md
-section 18). `fit`, sweeps
-and the ``jaxdl`` command compile with these options; pass them to your own ``jax.jit`` of
-`make_step` or `make_train` for the same speed::
+section 18). `fit`, sweeps and the ``jaxdl`` command compile with these options (except a
+sweep's programs in parts, whose members already share the cores); pass them to your own
+``jax.jit`` of `make_step` or `make_train` for the same speed::
 
     jax.jit(step, compiler_options=jaxdl.compiler_options(x))
 """

@@ -103,16 +103,24 @@ def test_the_options_keep_2d_convolutions_off_ynnpack():
     assert " convolution(" in hlo
 
 
-@needs_cpu
-def test_a_convnet_program_compiles_its_chunks_and_evaluation_with_the_options():
+def image_run():
+    """``(model, config, device data)`` of a small 2-D ConvNet on random 12×12 images."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((80, 12, 12, 1)).astype(np.float32)
     labels = rng.integers(0, 10, 80).astype(np.int32)
     data = jaxdl.data.Dataset(images[:64], labels[:64], images[64:], labels[64:], 10, "images")
     model = jaxdl.convnet(channels=(32, 32), kernel=3)
     config = jaxdl.TrainConfig(steps=4, batch_size=8, chunk_steps=2, eval_batch_size=16)
-    program = build_program(model, config, jax.ShapeDtypeStruct((1, 12, 12, 1), jnp.float32))
-    device = jaxdl.train.to_device(data)
+    return model, config, jaxdl.train.to_device(data)
+
+
+EXAMPLE = jax.ShapeDtypeStruct((1, 12, 12, 1), jnp.float32)
+
+
+@needs_cpu
+def test_a_convnet_program_compiles_its_chunks_and_evaluation_with_the_options():
+    model, config, device = image_run()
+    program = build_program(model, config, EXAMPLE)
     seed = jaxdl.train.seed_array([0])[0]
     hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
     state = program.init(seed, seed, hparams)
@@ -122,6 +130,22 @@ def test_a_convnet_program_compiles_its_chunks_and_evaluation_with_the_options()
     ):
         assert " convolution(" in hlo
         assert "convolution" not in ynn_fused_ops(hlo)
+
+
+@needs_cpu
+def test_a_population_in_parts_keeps_xla_defaults():
+    """Parts run one member per core already: their convolutions stay on YNNPACK."""
+    model, config, device = image_run()
+    program = build_program(model, config, EXAMPLE, population=True, parts=2)
+    seeds = jaxdl.train.seed_array([0, 1])
+    ones = np.ones(2, np.float32)
+    hparams = jaxdl.Hparams(lr=ones / 1000, weight_decay=None, init_scale=ones)
+    state = program.init(seeds, seeds, hparams)
+    parted = program.chunks[2].lower(state, hparams, device).compile().as_text()
+    x = jnp.ones((8, 12, 12, 32))
+    if "convolution" not in ynn_fused_ops(compiled_hlo(conv2d, x, jnp.ones((3, 3, 32, 32)))):
+        pytest.skip("this XLA does not hand 2-D convolutions to YNNPACK by default")
+    assert "convolution" in ynn_fused_ops(parted)
 
 
 @needs_cpu
