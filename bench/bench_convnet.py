@@ -82,7 +82,7 @@ def jaxdl_runners(impl: str, x, y, *, scan: bool, xla_defaults: bool = False):
     config = jaxdl.TrainConfig(batch_size=BATCH, optimizer="adam")
     hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
     xb, yb = jnp.asarray(x[:BATCH]), jnp.asarray(y[:BATCH])
-    options = None if xla_defaults else jaxdl.compiler_options(xb)
+    options = None if xla_defaults else jaxdl.compiler_options(model, xb)
 
     def fresh_state():
         init_key, data_key = jax.random.split(jax.random.key(0))
@@ -282,7 +282,8 @@ def cliff_table(repeats: int) -> Table:
             f"vmap rows: {CLIFF_MEMBERS} members with their own kernels and inputs, as "
             "`jaxdl.sweep` trains a population (per step of the whole population). Vmapped, "
             "lax.conv becomes a grouped conv; lax.conv's vmapped scan is left out (seconds per "
-            "step); canonical_conv runs the members one after another (`lax.map`).",
+            "step); canonical_conv runs the members' convolutions one by one (unrolled up to 8 "
+            "members, else in a `lax.map`).",
             f"{repeats} interleaved repeats of {CLIFF_STEPS} steps. The whole ConvNet with "
             "lax.conv in a rolled scan: `python -m bench.bench_convnet --full-scan` (slow).",
         ],
@@ -314,7 +315,7 @@ def population_runners(impl: str, x, y):
     keys = jax.random.split(jax.random.key(0), POP_MEMBERS)
     step = jaxdl.make_step(model, config)
     jit = functools.partial(
-        jax.jit, donate_argnums=0, compiler_options=jaxdl.compiler_options(xs[0])
+        jax.jit, donate_argnums=0, compiler_options=jaxdl.compiler_options(model, xs[0])
     )
     vmapped = jit(jax.vmap(step, in_axes=(0, None, 0, 0)))
     loop, loop_first = common.stepper(jit(step), fresh_state(keys[0]), hparams, xs[0], ys[0])
@@ -361,7 +362,7 @@ def population_table(x, y, repeats: int) -> Table:
             "vmap(step): `jax.jit(jax.vmap(jaxdl.make_step(model, config)))` over the members' "
             "states and batches, as `jaxdl.sweep` trains a population; loop of members: one "
             f"member's jitted step, {POP_MEMBERS} times; both compiled with "
-            "`jaxdl.compiler_options(x)`.",
+            "`jaxdl.compiler_options(model, x)`.",
             "Under vmap canonical_conv runs each conv member by member (unrolled up to 8 "
             "members, else in a `lax.map`), im2col is a "
             "batched matmul, lax.conv a grouped convolution.",
@@ -455,8 +456,8 @@ def run(quick: bool = False) -> list[Table]:
                 "jaxdl: `jaxdl.convnet(channels=(32, 64), kernel=5)` (`impl='auto'`: "
                 "`canonical_conv` on CPU); impl=xla / im2col (the CPU default before): the same "
                 "layers via `jaxdl.serial` and `conv2d(..., impl=...)`; jaxdl's steps are "
-                "compiled with `jaxdl.compiler_options(x)` (see the variants); hand-written: "
-                "`lax.conv_general_dilated` + `lax.reduce_window` max; PyTorch: "
+                "compiled with `jaxdl.compiler_options(model, x)` (see the variants); "
+                "hand-written: `lax.conv_general_dilated` + `lax.reduce_window` max; PyTorch: "
                 "`nn.Conv2d`/`nn.MaxPool2d`, NCHW.",
                 "hand / jaxdl > 1: jaxdl faster (median of per-repeat ratios); noise: ± half "
                 f"their relative IQR. {repeats} interleaved repeats of about {target_s:g} s; "
@@ -510,7 +511,7 @@ def run(quick: bool = False) -> list[Table]:
                 "First call: trace + compile + first run, in the warm benchmark process.",
                 "canonical_conv: jaxdl's conv on CPU (lax.conv with canonical-layout gradient "
                 "convs, see the cliff table). jaxdl's rows are compiled with "
-                "`jaxdl.compiler_options(x)`, as `fit` compiles its programs: on CPU, 2-D "
+                "`jaxdl.compiler_options(model, x)`, as `fit` compiles its programs: on CPU, 2-D "
                 "convolutions run on XLA's own multi-threaded kernels instead of YNNPACK's "
                 "single-threaded ones (NOTES.md section 18); the hand-written rows and the row "
                 "with XLA's default options are compiled without, so the hand canonical_conv "

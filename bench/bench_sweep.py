@@ -23,8 +23,9 @@ The implementations, all timed in the same interleaved repeats:
   once; its init and evaluation count against it.
 - **jaxdl vmap(step) loop**: a Python loop of ``jit(vmap(step))`` of `jaxdl.make_step`, the
   loop of jitted steps the whole-run scan must not be slower than. Both jit with
-  ``compiler_options=jaxdl.compiler_options(x)``, as jaxdl's docs tell users to (the sweep's
-  programs get them from `jaxdl.sweep` itself; the hand-written steps are compiled without).
+  ``compiler_options=jaxdl.compiler_options(model, x)``, as jaxdl's docs tell users to (the
+  sweep's programs get them from `jaxdl.sweep` itself, but for `auto`'s ConvNet pairs in parts,
+  which keep XLA's defaults; the hand-written steps are compiled without).
 - **hand vmap(step)**: a Python loop of ``jax.jit(jax.vmap(step), donate_argnums=0)``.
 - **hand vmap(scan)**: ``jax.jit(jax.vmap(chunk), donate_argnums=0)``, ``chunk`` a ``lax.scan``
   of ``chunk_steps`` steps.
@@ -348,8 +349,10 @@ def whole_run_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int, ste
     config = jaxdl.TrainConfig(
         steps=steps, batch_size=BATCH, chunk_steps=steps, eval_batch_size=NUM_TEST
     )
-    train = jaxdl.make_train(spec.jaxdl_model(), jaxdl.train.to_device(data), config)
-    population = jax.jit(jax.vmap(train), compiler_options=jaxdl.compiler_options(data.x_train))
+    model = spec.jaxdl_model()
+    train = jaxdl.make_train(model, jaxdl.train.to_device(data), config)
+    options = jaxdl.compiler_options(model, data.x_train)
+    population = jax.jit(jax.vmap(train), compiler_options=options)
     keys = jax.random.split(jax.random.key(0), num_members)  # [K]
     hparams = population_hparams(num_members)
 
@@ -382,7 +385,7 @@ def jaxdl_loop_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int):
     loop_step = jax.jit(
         jax.vmap(drawn_step, in_axes=(0, 0, None, None)),
         donate_argnums=0,
-        compiler_options=jaxdl.compiler_options(x_all),
+        compiler_options=jaxdl.compiler_options(model, x_all),
     )
     return common.stepper(loop_step, state, hparams, x_all, y_all)
 

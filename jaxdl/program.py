@@ -233,17 +233,18 @@ def build_program(
         return jax.jit(fn, **jit_kwargs)
 
     platform = sharding.platform(mesh)
-    # Parts already run members side by side on the cores, so they keep XLA's single-threaded
-    # YNNPACK convolutions (a ConvNet pair: 0.91x with the options, bench/NOTES.md section 18).
-    options = compiler_options(example, backend=platform) if parts == 1 else None
+    # Parts (or several local devices) already run side by side on the cores, so they keep XLA's
+    # single-threaded YNNPACK convolutions (a ConvNet pair: 0.91x with the options, NOTES.md 18).
+    side_by_side = parts > 1 or (mesh is not None and len(mesh.local_devices) > 1)
+    options = None if side_by_side else compiler_options(model, example, backend=platform)
 
     def compiled_chunk(num_steps):
-        donated = {"donate_argnums": 0, "compiler_options": options}
+        jit_options = {"donate_argnums": 0, "compiler_options": options}
         if parts > 1:  # vmapped part by part inside the chunk
             chunk = make_parted_chunk(model, config, num_steps, parts, loss_fn)
-            return jax.jit(chunk, **donated)
+            return jax.jit(chunk, **jit_options)
         chunk = make_chunk(model, config, num_steps, loss_fn, mesh=mesh)
-        return jitted(chunk, (0, 0, None), (run, shared), **donated)
+        return jitted(chunk, (0, 0, None), (run, shared), **jit_options)
 
     chunks = {n: compiled_chunk(n) for n in set(chunk_plan(config))}
     init_options = dict(CPU_INIT_OPTIONS) if platform == "cpu" else None

@@ -237,8 +237,8 @@ def _keep_if(keep: jax.Array, new, old):
 def make_step(model: Layer, config: TrainConfig, loss_fn: LossFn = losses.softmax_cross_entropy):
     """The pure train step ``step(state, hparams, x, y) -> (state, metrics)``.
 
-    Jit it as ``jax.jit(step, donate_argnums=0, compiler_options=jaxdl.compiler_options(x))``:
-    on a CPU the options put a 2-D ConvNet's convolutions on every core, as `fit` compiles them.
+    Jit it with ``compiler_options=jaxdl.compiler_options(model, x)``: on a CPU they put a 2-D
+    ConvNet's convolutions on every core, as `fit` compiles them.
 
     Args:
       model: the `Layer` to train.

@@ -198,7 +198,7 @@ def make_train(
 
     No host round trips: chunks are a ``lax.scan`` and the test set is evaluated after each
     chunk. A population is ``jax.jit(jax.vmap(train))(keys, hparams)``; for a net on images,
-    ``compiler_options=jaxdl.compiler_options(data.x_train)`` gives the jit the convolution
+    ``compiler_options=jaxdl.compiler_options(model, data.x_train)`` gives the jit the convolution
     kernels `fit` uses on a CPU (`jaxdl.xla_options`).
 
     Args:

@@ -39,26 +39,50 @@ def conv2d(x, w):
     )
 
 
-def test_no_options_off_the_cpu_or_without_two_spatial_axes():
-    assert jaxdl.compiler_options(backend="gpu") is None
-    assert jaxdl.compiler_options(jnp.zeros((8, 784)), backend="cpu") is None
-    assert (
-        jaxdl.compiler_options(jax.ShapeDtypeStruct((8, 40, 1), jnp.float32), backend="cpu") is None
-    )
+def skip_unless_ynnpack_takes_convolutions():
+    """Skips a test that checks convolutions leave YNNPACK where XLA never puts them there."""
+    hlo = compiled_hlo(conv2d, jnp.ones((8, 12, 12, 32)), jnp.ones((3, 3, 32, 32)))
+    if "convolution" not in ynn_fused_ops(hlo):
+        pytest.skip("this XLA does not hand 2-D convolutions to YNNPACK by default")
+
+
+IMAGES = jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32)
+CONVNET = jaxdl.convnet(channels=(32, 32), kernel=3)
+OPTIONS = dict(options_module.CPU_OPTIONS)
+
+
+def test_no_options_off_the_cpu_or_without_a_2d_convolution():
+    assert jaxdl.compiler_options(CONVNET, IMAGES, backend="gpu") is None
+    mlp = jaxdl.mlp(hidden=(16,))
+    assert jaxdl.compiler_options(mlp, jnp.zeros((8, 784)), backend="cpu") is None
+    assert jaxdl.compiler_options(mlp, IMAGES, backend="cpu") is None  # flattens the images
+    sequences = jax.ShapeDtypeStruct((8, 40, 1), jnp.float32)
+    assert jaxdl.compiler_options(jaxdl.convnet(), sequences, backend="cpu") is None  # 1-D
 
 
 @needs_cpu
-def test_on_the_cpu_images_and_unknown_inputs_get_the_options():
-    expected = dict(options_module.CPU_OPTIONS)
-    assert jaxdl.compiler_options(jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32)) == expected
-    assert jaxdl.compiler_options() == expected
+def test_nets_with_a_2d_convolution_get_the_options():
+    assert jaxdl.compiler_options(CONVNET, IMAGES) == OPTIONS
+    assert jaxdl.compiler_options(CONVNET, np.zeros((500, 28, 28, 1), np.float32)) == OPTIONS
+    tail = jaxdl.serial(("flatten", jaxdl.flatten), ("dense", jaxdl.dense(10)))
+    for impl in ("canonical", "xla"):  # canonical: found inside its custom VJP and vmap
+        net = jaxdl.serial(("conv", jaxdl.conv2d(8, 3, impl=impl)), ("tail", tail))
+        assert jaxdl.compiler_options(net, IMAGES) == OPTIONS, impl
+    im2col = jaxdl.serial(("conv", jaxdl.conv2d(8, 3, impl="im2col")), ("tail", tail))
+    assert jaxdl.compiler_options(im2col, IMAGES) is None  # patches and a matmul: no conv
+
+
+@needs_cpu
+def test_no_options_where_this_xla_refuses_them(monkeypatch):
+    monkeypatch.setattr(options_module, "_cpu_options_accepted", lambda: False)
+    assert jaxdl.compiler_options(CONVNET, IMAGES) is None
 
 
 @needs_cpu
 def test_this_xla_accepts_the_options():
     # Fails when a JAX upgrade drops or renames the experimental flag: compiler_options would
     # then quietly return None and convolutions would be on YNNPACK again.
-    assert options_module._accepted()
+    assert options_module._cpu_options_accepted()
 
 
 def mlp_step(w1, w2, x):
@@ -89,16 +113,15 @@ def test_xla_default_ynnpack_types_are_the_ones_the_options_start_from():
 
 @needs_cpu
 def test_the_options_keep_dots_on_ynnpack():
-    hlo = compiled_hlo(mlp_step, *MLP_ARGS, options=jaxdl.compiler_options())
+    hlo = compiled_hlo(mlp_step, *MLP_ARGS, options=OPTIONS)
     assert "dot" in ynn_fused_ops(hlo)
 
 
 @needs_cpu
 def test_the_options_keep_2d_convolutions_off_ynnpack():
+    skip_unless_ynnpack_takes_convolutions()
     x, w = jnp.ones((8, 14, 14, 32)), jnp.ones((5, 5, 32, 64))
-    if "convolution" not in ynn_fused_ops(compiled_hlo(conv2d, x, w)):
-        pytest.skip("this XLA does not hand 2-D convolutions to YNNPACK by default")
-    hlo = compiled_hlo(conv2d, x, w, options=jaxdl.compiler_options(x))
+    hlo = compiled_hlo(conv2d, x, w, options=OPTIONS)
     assert "convolution" not in ynn_fused_ops(hlo)
     assert " convolution(" in hlo
 
@@ -119,6 +142,7 @@ EXAMPLE = jax.ShapeDtypeStruct((1, 12, 12, 1), jnp.float32)
 
 @needs_cpu
 def test_a_convnet_program_compiles_its_chunks_and_evaluation_with_the_options():
+    skip_unless_ynnpack_takes_convolutions()
     model, config, device = image_run()
     program = build_program(model, config, EXAMPLE)
     seed = jaxdl.train.seed_array([0])[0]
@@ -135,6 +159,7 @@ def test_a_convnet_program_compiles_its_chunks_and_evaluation_with_the_options()
 @needs_cpu
 def test_a_population_in_parts_keeps_xla_defaults():
     """Parts run one member per core already: their convolutions stay on YNNPACK."""
+    skip_unless_ynnpack_takes_convolutions()
     model, config, device = image_run()
     program = build_program(model, config, EXAMPLE, population=True, parts=2)
     seeds = jaxdl.train.seed_array([0, 1])
@@ -142,10 +167,19 @@ def test_a_population_in_parts_keeps_xla_defaults():
     hparams = jaxdl.Hparams(lr=ones / 1000, weight_decay=None, init_scale=ones)
     state = program.init(seeds, seeds, hparams)
     parted = program.chunks[2].lower(state, hparams, device).compile().as_text()
-    x = jnp.ones((8, 12, 12, 32))
-    if "convolution" not in ynn_fused_ops(compiled_hlo(conv2d, x, jnp.ones((3, 3, 32, 32)))):
-        pytest.skip("this XLA does not hand 2-D convolutions to YNNPACK by default")
     assert "convolution" in ynn_fused_ops(parted)
+
+
+@needs_cpu
+def test_an_mlp_program_on_images_keeps_xla_defaults():
+    """YNNPACK's reductions (which the options drop) stay in an MLP's chunk on image inputs."""
+    _, config, device = image_run()
+    program = build_program(jaxdl.mlp(hidden=(64,)), config, EXAMPLE)
+    seed = jaxdl.train.seed_array([0])[0]
+    hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
+    state = program.init(seed, seed, hparams)
+    chunk = program.chunks[2].lower(state, hparams, device).compile().as_text()
+    assert ynn_fused_ops(chunk) & {"reduce", "reduce-window"}
 
 
 @needs_cpu
@@ -159,6 +193,6 @@ def test_convolutions_off_ynnpack_agree_with_xla_defaults():
 
     grads = jax.grad(loss, argnums=(0, 1))
     default = jax.jit(grads)(x, w)
-    eigen = jax.jit(grads, compiler_options=jaxdl.compiler_options(x))(x, w)
+    eigen = jax.jit(grads, compiler_options=OPTIONS)(x, w)
     for a, b in zip(default, eigen, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
