@@ -108,8 +108,8 @@ print(json.dumps({"total": t2 - t0, "init": t1 - t0, "step": t2 - t1}))
 
 
 # The same, with the init program `fit` and `jaxdl train` run: `build_program`'s jitted init
-# (one program, compiled without backend optimisations on CPU, deriving the keys from the seed
-# inside it) instead of eager key splitting and eager `init_state`.
+# (one program, compiled for compile time on CPU, `jaxdl.xla_options.init_options`, deriving the
+# keys from the seed inside it) instead of eager key splitting and eager `init_state`.
 FIRST_STEP["jaxdl_program"] = (
     FIRST_STEP["jaxdl"]
     .replace(
@@ -298,7 +298,9 @@ def run(quick: bool = False) -> list[Table]:
                 "`jax.jit(make_step)` → first step → `float(loss)`. The init stage includes "
                 "JAX's first use of the CPU backend, paid by any JAX program. Jitted init: "
                 "the init program `fit` and `jaxdl train` run, `build_program(...).init`, one "
-                "program compiled without XLA's backend optimisations on CPU (it runs once).",
+                "program compiled for compile time on CPU (it runs once): without XLA's backend "
+                "optimisations and, in jaxlib 0.10, with its elemental loop emitters "
+                "(`jaxdl.xla_options.init_options`).",
                 "Cache columns: the jitted-init script (the programs `jaxdl train` runs) "
                 "calling `jaxdl.enable_compilation_cache(dir)` before the clock starts, as the "
                 "`jaxdl` command does (every program saved, however quick to compile). Empty: a "

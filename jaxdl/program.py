@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import jax
@@ -33,13 +32,7 @@ from jaxdl.step import (
     make_parted_chunk,
 )
 from jaxdl.types import Layer
-from jaxdl.xla_options import compiler_options
-
-# The init program runs once per run, so on XLA:CPU its backend optimisations cost more compile
-# time than they could save: without them an MLP 784-512-512-10's init compiles in 0.28 s instead
-# of 0.83 s (bench/NOTES.md section 11). Its values may differ from an optimised build's in the
-# last bit of a normal sample; every run (`fit`, each sweep member) builds init this way.
-CPU_INIT_OPTIONS = MappingProxyType({"xla_backend_optimization_level": 0})
+from jaxdl.xla_options import compiler_options, init_options
 
 
 def check_fits(
@@ -247,9 +240,8 @@ def build_program(
         return jitted(chunk, (0, 0, None), (run, shared), **jit_options)
 
     chunks = {n: compiled_chunk(n) for n in set(chunk_plan(config))}
-    init_options = dict(CPU_INIT_OPTIONS) if platform == "cpu" else None
     return Program(
-        jitted(init, (0, 0, 0), run, compiler_options=init_options),
+        jitted(init, (0, 0, 0), run, compiler_options=init_options(platform)),
         chunks,
         jitted(test_metrics, (0, None), shared, compiler_options=options),
     )

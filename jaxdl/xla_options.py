@@ -1,4 +1,5 @@
-"""XLA compile options for jaxdl's programs: on XLA:CPU, 2-D convolutions on every core.
+"""XLA compile options for jaxdl's programs: on XLA:CPU, 2-D convolutions on every core, and an
+init program compiled for compile time alone.
 
 XLA:CPU (jaxlib 0.10) hands 2-D convolutions to YNNPACK by default, which runs each one on a
 single core; XLA's own (Eigen) convolutions use them all. On 2 cores a LeNet train step runs 1.3
@@ -9,6 +10,10 @@ cores: a sweep's parts, a mesh of several CPU devices); pass them to your own
 ``jax.jit`` of `make_step` or `make_train` for the same speed::
 
     jax.jit(step, compiler_options=jaxdl.compiler_options(model, x))
+
+A run's init program runs once, so on a CPU `init_options` trades its run time for compile time.
+Each flag here is checked once per process with a tiny compile, so a JAX that renamed or dropped
+one falls back to the options it still accepts.
 """
 
 from __future__ import annotations
@@ -30,6 +35,31 @@ XLA_DEFAULT_YNN_TYPES = ("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE")
 CPU_OPTIONS = MappingProxyType(
     {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 )
+
+# The init program runs once per run, so on XLA:CPU only its compile time counts. Without backend
+# optimisations, and (jaxlib 0.10) with XLA's elemental loop emitters instead of its newer fusion
+# emitters, an MLP 784-512-512-10's init compiles in 0.2 s instead of 1.1-1.3 s (0.34-0.46 s
+# at level 0 alone) and runs in 0.03-0.05 s instead of 0.01 s (bench/NOTES.md sections 11, 19).
+# Its values are the level-0 build's bit for bit, for every initialiser; a normal sample may differ
+# from an optimised build's in its last bit, so every run (`fit`, each sweep member) builds its
+# init this way. jaxlib 0.11 has no such emitter flag: level 0 alone (`CPU_INIT_FALLBACK`).
+CPU_INIT_OPTIONS = MappingProxyType(
+    {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+)
+CPU_INIT_FALLBACK = MappingProxyType({"xla_backend_optimization_level": 0})
+
+
+def init_options(backend: str | None = None) -> dict[str, Any] | None:
+    """The ``compiler_options`` of a run's init program (``jaxdl.train.build_program``) on
+    ``backend`` (``None``: JAX's default): `CPU_INIT_OPTIONS` on a CPU, or what of them this XLA
+    accepts; ``None`` (XLA's defaults) elsewhere. The step and chunk keep XLA's defaults: the
+    elemental emitters run an MLP's step 1.2-1.4 times slower."""
+    if (backend or jax.default_backend()) != "cpu":
+        return None
+    for options in (CPU_INIT_OPTIONS, CPU_INIT_FALLBACK):
+        if _cpu_accepts(tuple(options.items())):
+            return dict(options)
+    return None
 
 
 def compiler_options(
@@ -57,7 +87,7 @@ def compiler_options(
     shape = (1, *example.shape[1:])
     if not _applies_2d_conv(model, shape, jnp.dtype(example.dtype)):
         return None
-    return dict(CPU_OPTIONS) if _cpu_options_accepted() else None
+    return dict(CPU_OPTIONS) if _cpu_accepts(tuple(CPU_OPTIONS.items())) else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,13 +119,24 @@ def _equations(jaxpr):
 
 
 @functools.cache
-def _cpu_options_accepted() -> bool:
-    """Whether this XLA accepts `CPU_OPTIONS` (an experimental flag): one tiny compile on the
-    CPU, once."""
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-    scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=cpu)
+def _cpu_accepts(options: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether this XLA accepts ``options`` (``(name, value)`` pairs; some flags are experimental
+    or version-specific): one compile of a scalar program on the CPU, once per set of options."""
     try:
-        jax.jit(lambda x: x + 1, compiler_options=dict(CPU_OPTIONS)).lower(scalar).compile()
+        _flag_probe().compile(compiler_options=dict(options))
     except jax.errors.JaxRuntimeError:
         return False
     return True
+
+
+@functools.cache
+def _flag_probe() -> jax.stages.Lowered:
+    """``x + 1`` on a float32 scalar, lowered for the CPU once: what `_cpu_accepts` compiles."""
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=cpu)
+    return jax.jit(_xla_flag_probe).lower(scalar)
+
+
+def _xla_flag_probe(x):
+    """The probe's function (named so in JAX's compile logs)."""
+    return x + 1

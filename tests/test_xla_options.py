@@ -74,7 +74,7 @@ def test_nets_with_a_2d_convolution_get_the_options():
 
 @needs_cpu
 def test_no_options_where_this_xla_refuses_them(monkeypatch):
-    monkeypatch.setattr(options_module, "_cpu_options_accepted", lambda: False)
+    monkeypatch.setattr(options_module, "_cpu_accepts", lambda options: False)
     assert jaxdl.compiler_options(CONVNET, IMAGES) is None
 
 
@@ -82,7 +82,7 @@ def test_no_options_where_this_xla_refuses_them(monkeypatch):
 def test_this_xla_accepts_the_options():
     # Fails when a JAX upgrade drops or renames the experimental flag: compiler_options would
     # then quietly return None and convolutions would be on YNNPACK again.
-    assert options_module._cpu_options_accepted()
+    assert options_module._cpu_accepts(tuple(OPTIONS.items()))
 
 
 def mlp_step(w1, w2, x):
@@ -196,3 +196,67 @@ def test_convolutions_off_ynnpack_agree_with_xla_defaults():
     eigen = jax.jit(grads, compiler_options=OPTIONS)(x, w)
     for a, b in zip(default, eigen, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_init_options_keep_what_this_xla_accepts(monkeypatch):
+    assert options_module.init_options("gpu") is None
+    full, fallback = options_module.CPU_INIT_OPTIONS, options_module.CPU_INIT_FALLBACK
+    refused = set()
+    monkeypatch.setattr(options_module, "_cpu_accepts", lambda items: not set(items) & refused)
+    assert options_module.init_options("cpu") == dict(full)
+    refused = {("xla_cpu_use_fusion_emitters", False)}  # jaxlib 0.11 dropped the flag
+    assert options_module.init_options("cpu") == dict(fallback)
+    refused = set(full.items()) | set(fallback.items())
+    assert options_module.init_options("cpu") is None
+
+
+@needs_cpu
+def test_a_flag_this_xla_refuses_is_found_out():
+    assert not options_module._cpu_accepts((("xla_cpu_no_such_flag", True),))
+    assert options_module._cpu_accepts(tuple(options_module.CPU_INIT_FALLBACK.items()))
+
+
+@needs_cpu
+def test_build_program_compiles_the_init_with_init_options(monkeypatch):
+    """A flag XLA refuses, handed to the init's jit through `init_options`, fails its compile:
+    the init program is built with what `init_options` returns (and the chunk is not)."""
+    refused = {"xla_cpu_no_such_flag": True}
+    monkeypatch.setattr(jaxdl.program, "init_options", lambda backend: dict(refused))
+    _, config, _ = image_run()
+    program = build_program(jaxdl.mlp(hidden=(8,)), config, EXAMPLE)
+    seed = jaxdl.train.seed_array([0])[0]
+    hparams = jaxdl.Hparams(lr=1e-3).as_arrays()
+    with pytest.raises(jax.errors.JaxRuntimeError, match="xla_cpu_no_such_flag"):
+        program.init(seed, seed, hparams)
+
+
+@needs_cpu
+@pytest.mark.parametrize("w_init", ["normal", "he_normal", "glorot_uniform", "classic"])
+@pytest.mark.parametrize("members", [0, 3])
+def test_the_init_options_give_the_level_0_values_bit_for_bit(w_init, members):
+    """`fit` and every sweep member build the init with `init_options`; its values must be those
+    of the level-0 build (what runs saved before the emitter flag was added) exactly."""
+    model = jaxdl.serial(("d1", jaxdl.dense(33, w_init=w_init)), ("d2", jaxdl.dense(10)))
+    config = jaxdl.TrainConfig(batch_size=8)
+    example = jax.ShapeDtypeStruct((1, 20), jnp.float32)
+
+    def init(init_seed, data_seed, hparams):
+        init_key, data_key = jaxdl.train.seed_keys(init_seed, data_seed)
+        state = jaxdl.init_state(
+            model, config, hparams, example, init_key=init_key, data_key=data_key
+        )
+        return state._replace(key=jax.random.key_data(state.key))
+
+    seeds = jaxdl.train.seed_array(list(range(11, 11 + max(members, 1))))
+    scales = np.linspace(0.5, 2.0, len(seeds)).astype(np.float32)
+    hparams = jaxdl.Hparams(lr=scales / 100, weight_decay=None, init_scale=scales)
+    if members:
+        init = jax.vmap(init)
+    else:
+        seeds, hparams = seeds[0], jax.tree.map(lambda a: a[0], hparams)
+    states = [
+        jax.jit(init, compiler_options=options)(seeds, seeds, hparams)
+        for options in (options_module.init_options("cpu"), dict(options_module.CPU_INIT_FALLBACK))
+    ]
+    for a, b in zip(*map(jax.tree.leaves, states), strict=True):
+        np.testing.assert_array_equal(a, b)
