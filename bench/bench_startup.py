@@ -293,8 +293,9 @@ def run(quick: bool = False) -> list[Table]:
             step_rows,
             [
                 f"{step_repeats} subprocess(es) each, no persistent compilation cache unless "
-                "named; imports "
-                "are done before the clock starts. jaxdl: `mlp` → `init_state` (eager) → "
+                "named; imports are done before the clock starts. jaxdl: `mlp` → keys split "
+                "eagerly → `init_state` called outside a trace (one jitted program, compiled "
+                "as `fit`'s init) → "
                 "`jax.jit(make_step)` → first step → `float(loss)`. The init stage includes "
                 "JAX's first use of the CPU backend, paid by any JAX program. Jitted init: "
                 "the init program `fit` and `jaxdl train` run, `build_program(...).init`, one "

@@ -745,3 +745,58 @@ def test_numpy_warmup_momentum_and_clip_become_python_numbers():
     assert type(config.grad_clip) is float  # JSON-ready, as the counts are
     run = run_config.RunConfig(train=config)  # preflight accepts them
     assert run_config.from_dict(json.loads(json.dumps(run_config.to_dict(run)))) == run
+
+
+def test_an_eager_init_state_is_one_program_with_fit_s_values(caplog):
+    """Called eagerly, `init_state` compiles one program (not one per eager operation), compiled
+    as `fit`'s init is, so its state equals `fit`'s bit for bit (a normal sampler included,
+    whose last bit depends on how its program is built)."""
+    model = jaxdl.serial(
+        ("dense1", jaxdl.dense(13, w_init="he_normal")), ("dense2", jaxdl.dense(10))
+    )
+    config = TrainConfig(batch_size=16)
+    example = jax.ShapeDtypeStruct((1, 11), jnp.float32)  # shapes no other test compiled for
+    seeds = train.seed_array(5)
+    hparams = Hparams(lr=1e-3, init_scale=1.3).as_arrays()
+    init_key, data_key = train.seed_keys(seeds, seeds)
+    with jax.log_compiles(), caplog.at_level("WARNING"):
+        state = train.init_state(
+            model, config, hparams, example, init_key=init_key, data_key=data_key
+        )
+    compiled = [
+        r.getMessage().split("jit(")[1].split(")")[0]
+        for r in caplog.records
+        if r.getMessage().startswith("Compiling jit(")
+    ]
+    assert [name for name in compiled if name != "_xla_flag_probe"] == ["init"], compiled
+    fit_state = train.build_program(model, config, example).init(seeds, seeds, hparams)
+    chex.assert_trees_all_equal(state, fit_state)
+
+
+def test_init_state_of_an_unhashable_model_runs_eagerly():
+    """A model `init_state` cannot cache a program for (an unhashable callable in it) is
+    initialised eagerly, with the values of the jitted path."""
+
+    class Apply:  # defines __eq__ without __hash__: unhashable
+        def __init__(self, layer):
+            self.layer = layer
+
+        def __eq__(self, other):
+            return isinstance(other, Apply) and other.layer is self.layer
+
+        def __call__(self, *args, **kwargs):
+            return self.layer.apply(*args, **kwargs)
+
+    layer = jaxdl.dense(10)
+    unhashable = jaxdl.Layer(layer.init, Apply(layer), "dense")
+    config = TrainConfig(batch_size=16)
+    example = jax.ShapeDtypeStruct((1, 7), jnp.float32)
+    init_key, data_key = run_keys(3)
+    eager = train.init_state(
+        unhashable, config, Hparams(), example, init_key=init_key, data_key=data_key
+    )
+    jitted = train.init_state(
+        layer, config, Hparams(), example, init_key=init_key, data_key=data_key
+    )
+    chex.assert_trees_all_close(eager.params, jitted.params, rtol=1e-6)
+    chex.assert_trees_all_equal_structs(eager, jitted)
