@@ -217,9 +217,11 @@ def init_state(
     Returns:
       A `TrainState` at step 0.
     """
-    if not any(
-        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((hparams, init_key, data_key))
-    ):
+    # Keys that are not JAX arrays (an int seed) go the eager way, where the layers name the
+    # mistake; traced, a seed would pass for a key until JAX's own error.
+    keys_are_arrays = isinstance(init_key, jax.Array) and isinstance(data_key, jax.Array)
+    leaves = jax.tree.leaves((hparams, init_key, data_key))
+    if keys_are_arrays and not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         try:
             jitted = _jitted_init(model, config, tuple(example.shape), jnp.dtype(example.dtype))
         except TypeError:  # a model or config that cannot be hashed: run it eagerly

@@ -800,3 +800,11 @@ def test_init_state_of_an_unhashable_model_runs_eagerly():
     )
     chex.assert_trees_all_close(eager.params, jitted.params, rtol=1e-6)
     chex.assert_trees_all_equal_structs(eager, jitted)
+
+
+def test_init_state_with_an_int_seed_for_a_key_names_the_mistake():
+    model = jaxdl.mlp(hidden=(4,))
+    with pytest.raises(jaxdl.LayerError, match=re.escape("e.g. jax.random.key(0), got 0")):
+        train.init_state(
+            model, TrainConfig(), Hparams(), EXAMPLE, init_key=0, data_key=jax.random.key(1)
+        )
