@@ -219,7 +219,7 @@ def test_a_flag_this_xla_refuses_is_found_out():
 @needs_cpu
 def test_build_program_compiles_the_init_with_init_options(monkeypatch):
     """A flag XLA refuses, handed to the init's jit through `init_options`, fails its compile:
-    the init program is built with what `init_options` returns (and the chunk is not)."""
+    the init program is built with what `init_options` returns."""
     refused = {"xla_cpu_no_such_flag": True}
     monkeypatch.setattr(jaxdl.program, "init_options", lambda backend: dict(refused))
     _, config, _ = image_run()
