@@ -109,7 +109,8 @@ print(json.dumps({"total": t2 - t0, "init": t1 - t0, "step": t2 - t1}))
 
 # The same, with the init program `fit` and `jaxdl train` run: `build_program`'s jitted init
 # (one program, compiled for compile time on CPU, `jaxdl.xla_options.init_options`, deriving the
-# keys from the seed inside it) instead of eager key splitting and eager `init_state`.
+# keys from the seed inside it) instead of eager key splitting and `init_state` (which, called
+# outside a trace, runs the same init as its own jitted program).
 FIRST_STEP["jaxdl_program"] = (
     FIRST_STEP["jaxdl"]
     .replace(
