@@ -23,6 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxdl import losses, sharding
+from jaxdl import parts as parts_rule
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import example_input
@@ -142,16 +143,6 @@ def _take(tree, index):
 # net's members run fastest vmapped in chunks whose state totals about 4 MiB (an MLP 40-128-128
 # peaks at 8-16 members, one with 267k params runs best alone; bench/NOTES.md section 10).
 CPU_STATE_BUDGET = 4 << 20  # bytes of stacked TrainState per vmapped program run, dense nets
-# Within a program, members split into independent parts run side by side on the cores (bench/
-# NOTES.md section 17, 2 cores): dense members fastest in pairs, 1.3-1.5x one vmap of them all;
-# more parts compile longer (8 pairs: 2.2 s, one vmap: 1.0 s).
-CPU_MEMBERS_PER_PART = 2  # dense members per part
-CPU_MAX_PARTS = 8
-# Parts repay their longer compile in runs of about 1000 steps (8 small MLPs, wall time equal at
-# 1000 steps, 13 % less at 3000) or 200-300 (ConvNets: equal at 200, 19 % less at 300); shorter
-# runs go without them.
-CPU_PARTS_MIN_STEPS = 1000  # dense nets
-CPU_CONV_PARTS_MIN_STEPS = 300
 # Vmapped ConvNets ran no faster than one member after another (sections 9-10); one per part,
 # in pairs, they run 1.1-1.3x faster (section 17; 4 parts: 1.0-1.4x).
 CPU_CONV_CHUNK = 2
@@ -170,11 +161,6 @@ class Plan(NamedTuple):
     strategy: str
     chunk_members: int
     parts: int = 1
-
-
-def _has_conv(state_shape) -> bool:
-    """Whether any leaf has rank 3 or more (a conv kernel ``[*window, in, out]``)."""
-    return any(len(getattr(leaf, "shape", ())) >= 3 for leaf in jax.tree.leaves(state_shape))
 
 
 def _nbytes(state_shape) -> int:
@@ -209,10 +195,10 @@ def choose_strategy(
     whose members a mesh splits over devices (``members_axis > 1``). On CPU a dense net's
     population is vmapped in chunks of as many members as keep their stacked train state within
     `CPU_STATE_BUDGET` (evenly filled; ``"map"`` when one member exceeds it, ``"vmap"`` when all
-    fit), each program run split into parts of `CPU_MEMBERS_PER_PART` members (at most
-    `CPU_MAX_PARTS`); a ConvNet population (any leaf of rank 3 or more) runs in chunks of
-    `CPU_CONV_CHUNK` members, one per part, or, without parts (on a mesh, in a short run), one
-    member after another.
+    fit), each program run split into parts (`jaxdl.parts.cpu_parts`: pairs, at most
+    `jaxdl.parts.CPU_MAX_PARTS`); a ConvNet population (any leaf of rank 3 or more) runs in
+    chunks of `CPU_CONV_CHUNK` members, one per part, or, without parts (on a mesh, in a short
+    run), one member after another.
 
     Args:
       member_state_shape: the `TrainState` (or just the params), arrays or
@@ -221,8 +207,8 @@ def choose_strategy(
       backend: ``jax.default_backend()`` if ``None``.
       members_axis: devices along the mesh's ``members`` axis (1 without a mesh).
       parts: whether a program may split its members into parts (not on a mesh).
-      steps: the run's steps: parts only from `CPU_PARTS_MIN_STEPS` (dense nets) or
-        `CPU_CONV_PARTS_MIN_STEPS` (ConvNets) on; ``None``: any length.
+      steps: the run's steps: parts only in a run long enough to repay their compile
+        (`jaxdl.parts.long_enough`); ``None``: any length.
 
     Returns:
       A `Plan`.
@@ -234,12 +220,15 @@ def choose_strategy(
         # On CPU a ConvNet's chunk ran 3-5 % faster as a population of one than plainly in a
         # direct probe (within bench_sweep's noise; bench/NOTES.md section 12); a dense net's
         # 10-15 % slower.
-        return Plan("vmap", 1) if on_cpu and _has_conv(member_state_shape) else Plan("map", 1)
+        return (
+            Plan("vmap", 1)
+            if on_cpu and parts_rule.has_conv(member_state_shape)
+            else Plan("map", 1)
+        )
     if not on_cpu:
         return Plan("vmap", num_members)
-    conv = _has_conv(member_state_shape)
-    min_steps = CPU_CONV_PARTS_MIN_STEPS if conv else CPU_PARTS_MIN_STEPS
-    parts = parts and (steps is None or steps >= min_steps)
+    conv = parts_rule.has_conv(member_state_shape)
+    parts = parts and parts_rule.long_enough(steps, conv=conv)
     if conv and not parts:
         return Plan("map", 1)
     most = CPU_CONV_CHUNK if conv else CPU_STATE_BUDGET // max(_nbytes(member_state_shape), 1)
@@ -247,15 +236,9 @@ def choose_strategy(
         return Plan("map", 1)
     chunk_members = _even_chunks(num_members, most)
     strategy = "vmap" if chunk_members == num_members else "chunked"
-    return Plan(strategy, chunk_members, _cpu_parts(chunk_members, conv=conv) if parts else 1)
-
-
-def _cpu_parts(chunk_members: int, *, conv: bool) -> int:
-    """Parts of a program run of ``chunk_members`` members on CPU: one per ConvNet member, else
-    pairs (at most `CPU_MAX_PARTS`)."""
-    if conv:
-        return chunk_members
-    return min(-(-chunk_members // CPU_MEMBERS_PER_PART), CPU_MAX_PARTS)
+    return Plan(
+        strategy, chunk_members, parts_rule.cpu_parts(chunk_members, conv=conv) if parts else 1
+    )
 
 
 def _memory_budget() -> int:

@@ -22,6 +22,7 @@ from jaxdl.checkpoint import CheckpointError, describe_data
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData, example_input, to_device
 from jaxdl.evaluation import evaluate, evaluate_test
+from jaxdl.parts import check_parts, make_population_chunk
 from jaxdl.program import (
     ChunkCallback,
     History,
@@ -193,19 +194,26 @@ def make_train(
     config: TrainConfig,
     *,
     loss_fn: LossFn = losses.softmax_cross_entropy,
+    parts: int | str = "auto",
 ) -> Callable[[jax.Array, Hparams], tuple[TrainState, dict]]:
     """The whole run as one pure function ``train(key, hparams) -> (state, history)``.
 
     No host round trips: chunks are a ``lax.scan`` and the test set is evaluated after each
     chunk. A population is ``jax.jit(jax.vmap(train))(keys, hparams)``; for a net on images,
     ``compiler_options=jaxdl.compiler_options(model, data.x_train)`` gives the jit the convolution
-    kernels `fit` uses on a CPU (`jaxdl.xla_options`).
+    kernels `fit` uses on a CPU (`jaxdl.xla_options`). Vmapped on a CPU, a long run's chunks
+    step its members in parts side by side on the cores, as `jaxdl.sweep` does
+    (`jaxdl.parts.make_population_chunk`: 1.3x the throughput for 8 small MLPs); its gradients
+    (``jax.vmap(jax.grad(...))``) are the plain run's.
 
     Args:
       model: the `Layer` to train.
       data: `DeviceData` (closed over).
       config: the run's `TrainConfig`; ``steps`` must be a multiple of ``chunk_steps``.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
+      parts: how a vmapped population's chunks split its members: ``"auto"``
+        (`jaxdl.parts.auto_parts`: on a CPU, in runs of 1000 steps or more, 300 for a ConvNet),
+        or at most this many parts (1: one plain vmap).
 
     Returns:
       ``train(key, hparams)``, returning the final `TrainState` and a dict of stacked metrics
@@ -216,8 +224,9 @@ def make_train(
             f"make_train: steps ({config.steps}) must be a multiple of "
             f"chunk_steps ({config.chunk_steps})"
         )
+    check_parts("make_train", parts)
     check_fits(config, data, model)  # hparams come with each call, usually traced
-    chunk = make_chunk(model, config, config.chunk_steps, loss_fn)
+    chunk = make_population_chunk(model, config, config.chunk_steps, loss_fn, parts=parts)
     example = example_input(data.x_train)
 
     def train(key, hparams: Hparams):

@@ -15,7 +15,8 @@ import pytest
 import jaxdl
 from bench import bench_sweep, common
 from bench.bench_mlp import hand_step
-from jaxdl.sweep import CPU_CONV_PARTS_MIN_STEPS, CPU_PARTS_MIN_STEPS, choose_strategy
+from jaxdl.parts import CPU_CONV_PARTS_MIN_STEPS, CPU_PARTS_MIN_STEPS
+from jaxdl.sweep import choose_strategy
 
 SPECS = {spec.key: spec for spec in bench_sweep.SPECS}
 # optax.adam's bias correction mixes int and float: the hand-written baselines run with JAX's

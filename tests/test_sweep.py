@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import jaxdl
+from jaxdl import parts as parts_module
 from jaxdl.sweep import STRATEGIES, members_of
 from jaxdl.sweep_result import MemberStates, mean_std_ci
 from jaxdl.train import Hparams, TrainConfig
@@ -436,7 +437,7 @@ def test_auto_splits_programs_into_parts_for_long_runs_only(monkeypatch):
     monkeypatch.setattr(sweep_module, "build_program", recording)
     model, axes = jaxdl.mlp(hidden=(4,), num_classes=10), {"seed": range(8)}
     jaxdl.sweep(model, digits(), axes, config=CONFIG, steps=4, chunk_steps=2)
-    monkeypatch.setattr(sweep_module, "CPU_PARTS_MIN_STEPS", 4)
+    monkeypatch.setattr(parts_module, "CPU_PARTS_MIN_STEPS", 4)
     jaxdl.sweep(model, digits(), axes, config=CONFIG, steps=4, chunk_steps=2)
     assert seen == [1, 4]
 
@@ -452,10 +453,10 @@ def test_without_parts_convnets_run_one_after_another_and_dense_nets_in_one_vmap
 @pytest.mark.parametrize(
     "params, steps, expected",
     [
-        (DENSE_PARAMS, sweep_module.CPU_PARTS_MIN_STEPS - 1, Plan("vmap", 8, 1)),
-        (DENSE_PARAMS, sweep_module.CPU_PARTS_MIN_STEPS, Plan("vmap", 8, 4)),
-        (CONV_PARAMS, sweep_module.CPU_CONV_PARTS_MIN_STEPS - 1, Plan("map", 1)),
-        (CONV_PARAMS, sweep_module.CPU_CONV_PARTS_MIN_STEPS, Plan("chunked", 2, 2)),
+        (DENSE_PARAMS, parts_module.CPU_PARTS_MIN_STEPS - 1, Plan("vmap", 8, 1)),
+        (DENSE_PARAMS, parts_module.CPU_PARTS_MIN_STEPS, Plan("vmap", 8, 4)),
+        (CONV_PARAMS, parts_module.CPU_CONV_PARTS_MIN_STEPS - 1, Plan("map", 1)),
+        (CONV_PARAMS, parts_module.CPU_CONV_PARTS_MIN_STEPS, Plan("chunked", 2, 2)),
     ],
 )
 def test_parts_only_for_runs_long_enough_to_repay_their_compile(params, steps, expected):

@@ -21,6 +21,7 @@ from _kill_and_resume import kill_after_checkpoint, start_jaxdl
 
 import jaxdl
 from jaxdl import cli, config, report
+from jaxdl import parts as parts_module
 from jaxdl.checkpoint import Checkpointer, CheckpointError
 from jaxdl.io import write_json_atomic
 from jaxdl.sweep_checkpoint import (
@@ -114,7 +115,7 @@ def test_resumed_chunked_sweep_is_bit_identical_and_skips_completed_groups(tmp_p
 def test_resumed_auto_sweep_keeps_its_parts_and_is_bit_identical(tmp_path, monkeypatch):
     """`auto` on CPU runs 3 ConvNets as pairs in parts (one member each, the plain step): the
     group's layout records the parts, and the resumed sweep runs with them, bit for bit."""
-    monkeypatch.setattr(sweep_module, "CPU_CONV_PARTS_MIN_STEPS", CONFIG.steps)  # for 40 steps
+    monkeypatch.setattr(parts_module, "CPU_CONV_PARTS_MIN_STEPS", CONFIG.steps)  # for 40 steps
     run = functools.partial(
         jaxdl.sweep, jaxdl.convnet(channels=(4,), kernel=3), digits(), {"seed": [0, 1, 2]},
         config=CONFIG,
