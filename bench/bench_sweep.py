@@ -20,7 +20,8 @@ The implementations, all timed in the same interleaved repeats:
   their programs instead of compiling them again; the steady chunks run the same executable.
 - **jaxdl whole-run scan**: ``jax.jit(jax.vmap(jaxdl.make_train(...)))`` over K keys, a whole
   run of ``2 * chunk_steps`` steps per call (init, one scan, one test evaluation), compiled
-  once; its init and evaluation count against it.
+  once; its init and evaluation count against it. Its members run in the parts that
+  `make_train`'s ``"auto"`` gives a run of `RUN_STEPS` steps on a CPU (`jaxdl.parts`).
 - **jaxdl vmap(step) loop**: a Python loop of ``jit(vmap(step))`` of `jaxdl.make_step`, the
   loop of jitted steps the whole-run scan must not be slower than. Both jit with
   ``compiler_options=jaxdl.compiler_options(model, x)``, as jaxdl's docs tell users to (the
@@ -77,6 +78,7 @@ from bench import common
 from bench.bench_mlp import hand_init as mlp_hand_init
 from bench.bench_mlp import hand_step
 from bench.common import Table, verdict
+from jaxdl.parts import auto_parts
 
 NAME = "sweep"
 KS = (1, 8, 32, 128)  # population sizes (seeds)
@@ -343,14 +345,25 @@ def population_hparams(num_members: int) -> jaxdl.Hparams:
     return jaxdl.Hparams(lr=full(LR), weight_decay=None, init_scale=full(1.0))
 
 
+def whole_run_parts(model: jaxdl.Layer, data: jaxdl.data.Dataset, num_members: int) -> int:
+    """The parts `jaxdl.make_train`'s ``"auto"`` splits ``num_members`` into in a run of
+    `RUN_STEPS` steps (`jaxdl.parts.auto_parts`; 1 on an accelerator)."""
+    example = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
+    params = jax.eval_shape(lambda key: model.init(key, example)[0], jax.random.key(0))
+    return auto_parts(params, num_members, steps=RUN_STEPS)
+
+
 def whole_run_runner(spec: Spec, data: jaxdl.data.Dataset, num_members: int, steps: int):
     """``(runner, first_s)`` of ``jit(vmap(make_train))`` with one chunk per run (init, a scan of
-    ``steps`` steps, one test evaluation): ``runner(n)`` runs ``ceil(n / steps)`` whole runs."""
+    ``steps`` steps, one test evaluation): ``runner(n)`` runs ``ceil(n / steps)`` whole runs.
+    The timed runs are short, so their members are split into the parts ``"auto"`` gives a
+    long run (`whole_run_parts`)."""
     config = jaxdl.TrainConfig(
         steps=steps, batch_size=BATCH, chunk_steps=steps, eval_batch_size=NUM_TEST
     )
     model = spec.jaxdl_model()
-    train = jaxdl.make_train(model, jaxdl.train.to_device(data), config)
+    parts = whole_run_parts(model, data, num_members)
+    train = jaxdl.make_train(model, jaxdl.train.to_device(data), config, parts=parts)
     options = jaxdl.compiler_options(model, data.x_train)
     population = jax.jit(jax.vmap(train), compiler_options=options)
     keys = jax.random.split(jax.random.key(0), num_members)  # [K]
@@ -766,7 +779,8 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
                     "no compile, no evaluation; see the module docstring); map runs members one "
                     "after another, so it is timed on the first. Whole-run scan: "
                     "`jit(vmap(make_train))` of runs of 2 × `chunk steps` steps (init and one "
-                    "test evaluation included); jaxdl vmap(step) loop: a Python loop of "
+                    "test evaluation included), members in the parts `make_train` gives a long "
+                    "run (`jaxdl.parts.auto_parts`); jaxdl vmap(step) loop: a Python loop of "
                     "`jit(vmap(make_step))`, batches drawn in the step.",
                     "hand vmap(step): a Python loop of `jit(vmap(step))`; hand vmap(scan): "
                     "`jit(vmap(lax.scan of chunk steps))`; hand loop: a Python loop over seeds "
