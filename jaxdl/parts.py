@@ -29,8 +29,8 @@ CPU_CONV_PARTS_MIN_STEPS = 300
 
 
 def has_conv(state_shape) -> bool:
-    """Whether any leaf of one member's state (or params, arrays or shapes) has
-    rank 3 or more (a conv kernel ``[*window, in, out]``)."""
+    """Whether any leaf of one member's state or params (arrays or shapes) has rank 3 or more (a
+    conv kernel ``[*window, in, out]``)."""
     return any(len(getattr(leaf, "shape", ())) >= 3 for leaf in jax.tree.leaves(state_shape))
 
 
