@@ -379,3 +379,38 @@ def test_im2col_equals_canonical():
     np.testing.assert_allclose(
         im2col_conv(x, w, *geometry), canonical_conv(x, w, *geometry), rtol=1e-5, atol=1e-5
     )
+
+
+# (input [batch, *spatial, in], kernel, stride, padding): a low padding as wide as the kernel's
+# span or wider, where autodiff's input gradient has a negative low padding, which XLA:CPU's
+# convolution reads out of bounds with (openxla/xla#48713: garbage of 1e10-1e35 here before).
+WIDE_LOW_PADDING = [
+    ((2, 6, 6, 2), 2, 1, [(3, 0), (3, 0)]),
+    ((1, 15, 6, 8), 1, 1, [(0, 0), (5, 1)]),  # the XLA issue's geometry
+    ((2, 7, 2), 3, 1, [(3, 1)]),
+    ((2, 9, 3), 2, 2, [(4, 2)]),
+    ((2, 6, 5, 4), (2, 3), (1, 2), [(2, 3), (5, 0)]),
+]
+
+
+@pytest.mark.parametrize("impl", ["auto", "canonical", "xla"])
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", WIDE_LOW_PADDING)
+def test_low_padding_wider_than_the_kernel_gives_true_gradients(
+    impl, x_shape, kernel, stride, padding
+):
+    """Values and gradients (input and kernel; eager, jitted and vmapped) equal im2col's, whose
+    gradients are slices and sums only."""
+    x = normal(x_shape, 1)
+    results = {}
+    for name in (impl, "im2col"):
+        layer = jaxdl.conv(3, kernel, stride=stride, padding=padding, impl=name)
+        params, _ = layer.init(jax.random.key(0), x)
+
+        def loss(params, x, layer=layer):
+            return jnp.sum(jnp.sin(layer.apply(params, {}, x)[0]))
+
+        grad = jax.value_and_grad(loss, argnums=(0, 1))
+        population = jax.tree.map(lambda a: jnp.stack([a, -a]), (params, x))
+        vmapped = jax.jit(jax.vmap(grad))(*population)
+        results[name] = grad(params, x), jax.jit(grad)(params, x), vmapped
+    chex.assert_trees_all_close(results[impl], results["im2col"], rtol=1e-5, atol=1e-5)

@@ -31,16 +31,27 @@ def dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
 
 
 def _conv(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation):
-    """``lax.conv_general_dilated`` in the canonical layout."""
-    return lax.conv_general_dilated(
+    """``lax.conv_general_dilated`` in the canonical layout.
+
+    A negative low padding (a crop: `_input_grad`'s where the forward padding is as wide as the
+    kernel's span) is taken off the output instead, on axes of stride 1: XLA:CPU's convolution
+    reads out of bounds with one (openxla/xla#48713) and returns garbage.
+    """
+    crops = tuple(max(-lo, 0) for lo, _ in padding)
+    if any(c and s != 1 for c, s in zip(crops, strides, strict=True)):
+        raise ValueError(f"negative low padding {padding} needs stride 1, got strides {strides}")
+    y = lax.conv_general_dilated(
         lhs,
         rhs,
         window_strides=strides,
-        padding=padding,
+        padding=tuple((max(lo, 0), hi) for lo, hi in padding),
         lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers(lhs.ndim - 2),
     )
+    if any(crops):
+        y = y[(slice(None), *(slice(c, None) for c in crops), slice(None))]  # [B, *S_out, O]
+    return y
 
 
 class Geometry(NamedTuple):

@@ -102,6 +102,35 @@ def check_fits(kind: str, shape, window, dilation, padding) -> None:
             )
 
 
+def zeros_before_wide_low_padding(x, window, dilation, padding):
+    """Puts a low padding as wide as the dilated kernel or wider into ``x`` as zeros.
+
+    Autodiff's input gradient of ``lax.conv`` pads the output gradient by ``span - 1 - low``,
+    negative there, and XLA:CPU's convolution reads out of bounds with a negative low padding
+    (openxla/xla#48713). Zeros concatenated in front of ``x`` give the same convolution; their
+    transpose is a slice (a ``jnp.pad``'s would be a negative pad again).
+
+    Args:
+      x: inputs ``[batch, *spatial, in]``.
+      window: kernel size per spatial axis.
+      dilation: kernel dilation per spatial axis.
+      padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` pairs.
+
+    Returns:
+      ``(x, padding)``: ``x`` ``[batch, *padded, in]`` and the padding left to the convolution.
+    """
+    if isinstance(padding, str):
+        return x, padding  # "SAME" pads below the span: at most (span - 1) // 2
+    left = []
+    for axis, ((lo, hi), k, d) in enumerate(zip(padding, window, dilation, strict=True), 1):
+        if lo >= (k - 1) * d + 1:
+            zeros = jnp.zeros((*x.shape[:axis], lo, *x.shape[axis + 1 :]), x.dtype)
+            x = jnp.concatenate([zeros, x], axis=axis)  # [batch, ..., lo + size, ...]
+            lo = 0
+        left.append((lo, hi))
+    return x, left
+
+
 def im2col_conv(x, w, strides, padding, dilation):
     """A convolution as one matmul over gathered patches (im2col).
 
@@ -238,6 +267,7 @@ def conv(
         elif chosen == "im2col":
             y = im2col_conv(x, params["w"], strides, pads, dilations)
         else:
+            x, pads = zeros_before_wide_low_padding(x, params["w"].shape[:-2], dilations, pads)
             y = lax.conv_general_dilated(
                 x,
                 params["w"],
