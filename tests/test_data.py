@@ -632,3 +632,100 @@ def test_on_device_validation_refuses_a_bool_num_classes():
     with pytest.raises(DataError, match=r"^t: num_classes must be a positive int, got True$"):
         validate_on_device(x, y, num_classes=True, name="t")  # as the host `validate` does
     validate_on_device(x, y, num_classes=np.int64(1), name="t")
+
+
+# ----------------------------------------------------------------------------- named files
+
+
+def test_npz_given_a_npy_file_says_an_archive_was_expected(tmp_path):
+    path = tmp_path / "plain.npy"
+    np.save(path, np.zeros((3, 2)))  # np.load returns the array: a TypeError in `with` before
+    found = r"found a \.npy array of shape \(3, 2\), float64$"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: expected a \.npz .*{found}"):
+        data.load("npz", path=path)
+
+
+def test_read_idx_of_an_empty_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"")  # reported as "magic number 0x" before
+    expected = "empty IDX file: expected at least the 4-byte magic number, found 0 bytes"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: {expected}$"):
+        data.read_idx(path)
+    path.write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match=r": truncated IDX file: .* magic number, found 2 bytes$"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "stem, array, found",
+    [  # labels holding images; images stored flat
+        (
+            "train-labels-idx1-ubyte",
+            np.zeros((20, 28, 28), np.uint8),
+            r"expected labels \[N\] \(IDX magic 0x00000801\), found shape \(20, 28, 28\)",
+        ),
+        (
+            "t10k-images-idx3-ubyte",
+            np.zeros((10, 784), np.uint8),
+            r"expected images \[N, rows, cols\] \(IDX magic 0x00000803\), found shape \(10, 784\)",
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            np.full(20, 12, np.uint8),
+            r"20 label\(s\) outside \[0, 10\), the first is y\[0\] = 12",
+        ),
+    ],
+)
+def test_mnist_malformed_file_is_named(tmp_path, stem, array, found):
+    write_mnist_dir(tmp_path, gz=False)
+    path = write_idx(tmp_path / stem, array)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: {found}$"):
+        data.load("mnist", path=tmp_path)
+
+
+def test_mnist_images_and_labels_of_different_counts_name_both_files(tmp_path):
+    write_mnist_dir(tmp_path, gz=False)
+    labels = write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(15, np.uint8))
+    images = re.escape(str(tmp_path / "train-images-idx3-ubyte"))
+    pattern = rf"^mnist train: {images} has 20 images but {re.escape(str(labels))} has 15 labels$"
+    with pytest.raises(DataError, match=pattern):
+        data.load("mnist", path=tmp_path)
+
+
+def test_cifar10_bad_label_names_the_batch_file_and_index_within_it(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    write_cifar_dir(batches)  # 10 images a batch: joined, y[24] was reported before
+    path = batches / "data_batch_3"
+    labels = [0, 1, 2, 3, 10, 5, 6, 7, 8, 9]
+    path.write_bytes(pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": labels}))
+    pattern = rf"^{re.escape(str(path))}: 1 label\(s\) outside \[0, 10\), the first is y\[4\] = 10$"
+    with pytest.raises(DataError, match=pattern):
+        data.load("cifar10", path=tmp_path)
+
+
+def test_npz_errors_about_a_split_name_the_file_and_its_slice(tmp_path):
+    x = np.zeros((10, 4))
+    x[3, 1] = np.nan
+    path = save_xy(tmp_path, x, np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 5]))
+    where = re.escape(f"; in {path}, x[:8] and y[:8]")
+    with pytest.raises(DataError, match=rf"^npz train: x has 1 non-finite .* example 3{where}$"):
+        data.load("npz", path=path)
+    x[3, 1] = 0.0
+    path = save_xy(tmp_path, x, np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 5]))
+    where = re.escape(f"; in {path}, x[8:] and y[8:]")  # the test split's y[1] is the file's y[9]
+    with pytest.raises(DataError, match=rf"^npz test: 1 label\(s\) .* y\[1\] = 5{where}$"):
+        data.load("npz", path=path, num_classes=3)
+
+
+def test_npz_inputs_that_overflow_float32_are_named_without_a_warning(tmp_path):
+    x_train = np.zeros((6, 3))
+    x_train[2, 0], x_train[4, 1] = 1e39, -3e39  # inf in float32: "NaN or inf" and a warning before
+    path = tmp_path / "big.npz"
+    y = np.zeros(6, int)
+    np.savez(path, x_train=x_train, y_train=y, x_test=np.zeros((2, 3)), y_test=y[:2])
+    found = r"x has 2 value\(s\) that overflow float32 \(largest magnitude 3e\+39, float32 holds"
+    where = re.escape(f"; in {path}, arrays x_train and y_train")
+    with pytest.raises(DataError, match=rf"^npz train: {found} .* in example 2{where}$"):
+        data.load("npz", path=path)  # pytest turns the RuntimeWarning into an error
+    np.savez(path, x_train=x_train[:2], y_train=y[:2], x_test=np.zeros((2, 3)), y_test=y[:2])
+    assert data.load("npz", path=path).x_train.dtype == np.float32  # float64 that fits: accepted

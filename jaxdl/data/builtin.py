@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxdl.data.dataset import DataError, Dataset
 from jaxdl.data.readers import PathLike, read_cifar10_batch, read_idx, read_npz
-from jaxdl.data.validation import check_same_features, validate
+from jaxdl.data.validation import check_labels, check_same_features, validate
 
 DIGITS_TEST_FRACTION = 0.2  # 360 of 1797 images, stratified by class
 NPZ_TEST_FRACTION = 0.2  # split off the end of an .npz that holds only x and y
@@ -100,17 +100,16 @@ class _Source(NamedTuple):
     options: tuple[str, ...] = ()  # keyword options the loader accepts
 
 
-def _finish(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
-    """Validates both splits and returns them as a `Dataset` of float32 inputs, int32 labels."""
-    for split, x in (("train", x_train), ("test", x_test)):
-        if np.asarray(x).dtype.kind not in "biuf":
-            raise DataError(
-                f"{name} {split}: inputs must be numbers (bool, int or float), "
-                f"got dtype {np.asarray(x).dtype}"
-            )
-    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
-    validate(x_train, y_train, num_classes=num_classes, name=f"{name} train")
-    validate(x_test, y_test, num_classes=num_classes, name=f"{name} test")
+def _finish(
+    name, x_train, y_train, x_test, y_test, num_classes, *, sources=(None, None)
+) -> Dataset:
+    """Validates both splits and returns them as a `Dataset` of float32 inputs, int32 labels.
+
+    ``sources`` says where each split was read from (``(train, test)``, e.g. the files); an
+    error about a split ends with it, so that a message names the file.
+    """
+    x_train = _checked_split(name, "train", x_train, y_train, num_classes, sources[0])
+    x_test = _checked_split(name, "test", x_test, y_test, num_classes, sources[1])
     check_same_features(name, x_train.shape, x_test.shape)
     if num_classes > MAX_CLASSES:  # labels in range could still be 2**40, which wraps to 0
         raise DataError(
@@ -121,6 +120,45 @@ def _finish(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
     return Dataset(
         x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes, name
     )
+
+
+def _checked_split(name, split, x, y, num_classes, source: str | None) -> np.ndarray:
+    """``x`` as float32 once the split passes `validate`; errors end with ``; in {source}``."""
+    x = np.asarray(x)
+    try:
+        if x.dtype.kind not in "biuf":
+            raise DataError(
+                f"{name} {split}: inputs must be numbers (bool, int or float), got dtype {x.dtype}"
+            )
+        x = _as_float32(x, f"{name} {split}")
+        validate(x, y, num_classes=num_classes, name=f"{name} {split}")
+    except DataError as err:
+        if source is None:
+            raise
+        raise DataError(f"{err}; in {source}") from None
+    return x
+
+
+def _as_float32(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` cast to float32, refusing finite values the cast would turn into inf.
+
+    Left to the cast, 1e39 in float64 became inf, reported as "NaN or inf", with numpy's
+    RuntimeWarning on the side.
+    """
+    with np.errstate(over="ignore"):  # an overflow is reported below, with the largest value
+        cast = x.astype(np.float32)
+    # Every int and float16 fits float32; `validate` refuses a scalar x with its own message.
+    if x.dtype.kind != "f" or x.dtype.itemsize <= 4 or x.ndim == 0:
+        return cast
+    overflow = np.isinf(cast) & np.isfinite(x)  # [N, ...features]
+    if overflow.any():
+        first = int(np.argmax(overflow.reshape(len(x), -1).any(axis=1)))
+        raise DataError(
+            f"{name}: x has {int(overflow.sum())} value(s) that overflow float32 (largest "
+            f"magnitude {np.abs(x[overflow]).max():.4g}, float32 holds at most "
+            f"{np.finfo(np.float32).max:.4g}), the first in example {first}"
+        )
+    return cast
 
 
 def _digits(name: str) -> Dataset:
@@ -169,16 +207,44 @@ def _idx(name: str, path: Path) -> Dataset:
     """MNIST or Fashion-MNIST from the four IDX files in a directory: ``[N, 28, 28, 1]``."""
     if not path.is_dir():
         raise DataError(f"data set {name!r}: expected a directory holding {_IDX_FILES}, got {path}")
-    x_train, y_train, x_test, y_test = (read_idx(_find_idx(path, stem)) for stem in _IDX_FILES)
-    for split, images in (("train", x_train), ("test", x_test)):
-        if images.ndim != 3:
-            raise DataError(f"{name} {split}: expected images [N, rows, cols], got {images.shape}")
-        if images.dtype != np.uint8:  # _scale_bytes divides by 255: only bytes are pixels
-            raise DataError(
-                f"{name} {split}: expected uint8 images (IDX type code 0x08), got {images.dtype}"
-            )
+    train_images, train_labels, test_images, test_labels = (
+        _find_idx(path, stem) for stem in _IDX_FILES
+    )
+    x_train, y_train = _idx_split(name, "train", train_images, train_labels)
+    x_test, y_test = _idx_split(name, "test", test_images, test_labels)
     x_train, x_test = _scale_bytes(x_train[..., None]), _scale_bytes(x_test[..., None])
-    return _finish(name, x_train, y_train, x_test, y_test, num_classes=10)  # x: [N, 28, 28, 1]
+    sources = (f"{train_images} and {train_labels}", f"{test_images} and {test_labels}")
+    # x: [N, 28, 28, 1]
+    return _finish(name, x_train, y_train, x_test, y_test, num_classes=10, sources=sources)
+
+
+def _idx_split(
+    name: str, split: str, images_path: Path, labels_path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images ``[N, rows, cols]`` uint8 and labels ``[N]``, each file checked as
+    soon as it is read so that an error names it."""
+    images = read_idx(images_path)
+    if images.ndim != 3:
+        raise DataError(
+            f"{images_path}: expected images [N, rows, cols] (IDX magic 0x00000803), "
+            f"found shape {images.shape}"
+        )
+    if images.dtype != np.uint8:  # _scale_bytes divides by 255: only bytes are pixels
+        raise DataError(
+            f"{name} {split}: expected uint8 images (IDX type code 0x08), got {images.dtype}"
+        )
+    labels = read_idx(labels_path)
+    if labels.ndim != 1:
+        raise DataError(
+            f"{labels_path}: expected labels [N] (IDX magic 0x00000801), found shape {labels.shape}"
+        )
+    check_labels(labels, num_classes=10, name=str(labels_path))
+    if len(images) != len(labels):
+        raise DataError(
+            f"{name} {split}: {images_path} has {len(images)} images but {labels_path} has "
+            f"{len(labels)} labels"
+        )
+    return images, labels
 
 
 def _scale_bytes(x: np.ndarray) -> np.ndarray:
@@ -200,12 +266,21 @@ def _cifar10(name: str, path: Path) -> Dataset:
         path = path / "cifar-10-batches-py"
     if not path.is_dir():
         raise DataError(f"data set {name!r}: expected a cifar-10-batches-py directory, got {path}")
-    train = [read_cifar10_batch(path / batch) for batch in _CIFAR10_TRAIN]
-    x_test, y_test = read_cifar10_batch(path / _CIFAR10_TEST)
+    train = [_cifar10_batch(path / batch) for batch in _CIFAR10_TRAIN]
+    x_test, y_test = _cifar10_batch(path / _CIFAR10_TEST)
     x_train = np.concatenate([x for x, _ in train])  # [N, 32, 32, 3]
     y_train = np.concatenate([y for _, y in train])  # [N]
     x_train, x_test = _scale_bytes(x_train), _scale_bytes(x_test)
-    return _finish(name, x_train, y_train, x_test, y_test, num_classes=10)
+    sources = (f"{path / _CIFAR10_TRAIN[0]} to {_CIFAR10_TRAIN[-1]}", str(path / _CIFAR10_TEST))
+    return _finish(name, x_train, y_train, x_test, y_test, num_classes=10, sources=sources)
+
+
+def _cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`read_cifar10_batch`, with the labels checked before the batches are joined, so that
+    an error names the batch file and the index within it."""
+    x, y = read_cifar10_batch(path)
+    check_labels(y, num_classes=10, name=str(path))
+    return x, y
 
 
 def _npz(name: str, path: Path, *, num_classes: int | None = None) -> Dataset:
@@ -213,6 +288,7 @@ def _npz(name: str, path: Path, *, num_classes: int | None = None) -> Dataset:
     arrays = read_npz(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         splits = (arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+        sources = (f"{path}, arrays x_train and y_train", f"{path}, arrays x_test and y_test")
     elif {"x", "y"} <= arrays.keys():
         x, y = arrays["x"], arrays["y"]
         if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
@@ -222,6 +298,11 @@ def _npz(name: str, path: Path, *, num_classes: int | None = None) -> Dataset:
             )
         num_train = len(x) - int(len(x) * NPZ_TEST_FRACTION)
         splits = (x[:num_train], y[:num_train], x[num_train:], y[num_train:])
+        # The test split's example i is x[num_train + i]: the slices say so.
+        sources = (
+            f"{path}, x[:{num_train}] and y[:{num_train}]",
+            f"{path}, x[{num_train}:] and y[{num_train}:]",
+        )
     else:
         raise DataError(
             f"{path}: expected arrays x_train, y_train, x_test, y_test or x, y; "
@@ -229,7 +310,7 @@ def _npz(name: str, path: Path, *, num_classes: int | None = None) -> Dataset:
         )
     if num_classes is None:
         num_classes = _infer_num_classes(splits[1], splits[3])
-    return _finish(name, *splits, num_classes=num_classes)
+    return _finish(name, *splits, num_classes=num_classes, sources=sources)
 
 
 def _infer_num_classes(*labels: np.ndarray) -> int:

@@ -51,7 +51,13 @@ def read_idx(path: PathLike) -> np.ndarray:
     """
     path = Path(path)
     raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    if len(raw) < 4:  # "magic number 0x" would not say the file is empty or cut short
+        raise DataError(
+            f"{path}: {'empty' if not raw else 'truncated'} IDX file: expected at least the "
+            f"4-byte magic number, found {len(raw)} bytes"
+            + (" after decompression" if _is_gzip(path) else "")
+        )
+    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         codes = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
         raise DataError(
             f"{path}: not an IDX file: magic number 0x{raw[:4].hex()}, expected two zero bytes, "
@@ -114,6 +120,8 @@ def read_cifar10_batch(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
                 f"{path}: expected data of uint8 pixels in [0, 255], found dtype {data.dtype} "
                 f"with values in [{low}, {high}]"
             )
+    if labels.size == 0:  # np.asarray([]) is float64; an empty batch's labels are no floats
+        labels = labels.astype(np.int64)
     if labels.shape != (data.shape[0],):
         raise DataError(
             f"{path}: expected labels of shape [{data.shape[0]}] (one per image), "
@@ -139,10 +147,25 @@ def read_npz(path: PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return {name: arrays[name] for name in arrays.files}
+        arrays = _load_arrays(path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # EOFError: empty file
         raise DataError(f"{path}: cannot read as .npz: {err}") from err
+    if isinstance(arrays, np.ndarray):
+        raise DataError(
+            f"{path}: expected a .npz archive of named arrays, found a .npy array of shape "
+            f"{arrays.shape}, {arrays.dtype}"
+        )
+    return arrays
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray] | np.ndarray:
+    """Every array of a ``.npz`` by name, or the one array of a ``.npy`` (``np.load`` reads
+    either); numpy's errors pass through."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded
+    with loaded:
+        return {name: loaded[name] for name in loaded.files}
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -103,6 +103,25 @@ def _check_labels(y: np.ndarray, num_classes: int | None, name: str) -> None:
         )
 
 
+def check_labels(y: np.ndarray, *, num_classes: int | None, name: str) -> None:
+    """Raises `DataError` unless every label is an integer in ``[0, num_classes)``.
+
+    Loaders call it on each labels file as soon as it is read, so that the message names the
+    file and the index within it (`validate` sees the splits only once files are joined).
+
+    Args:
+      y: labels, shape ``[N]``.
+      num_classes: as in `validate`.
+      name: what the labels are called in error messages (the file's path).
+
+    Returns:
+      None. Raises `DataError` worded as `validate` words it.
+    """
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{name}: labels y must be integers, got dtype {y.dtype}")
+    _check_labels(y, num_classes, name)
+
+
 def _check_finite(x: np.ndarray, name: str) -> None:
     """No NaN or inf anywhere in ``x``."""
     # A NaN or an inf anywhere makes the sum non-finite, so a finite sum clears the whole array
