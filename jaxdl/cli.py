@@ -187,10 +187,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         `RunConfig` key as their ``dest``.
 
     Returns:
-      ``{"train.steps": 2000, "model.name": "convnet", "lr": 0.001, ...}``.
+      ``{"train.steps": 2000, "model.name": "convnet", "lr": 0.001, ...}``; ``data.path``
+      made absolute, so that the saved ``config.json`` reads the same data from any folder
+      (``jaxdl eval``, ``--resume``).
     """
     keys = set(config.valid_keys())
-    return {key: value for key, value in vars(args).items() if key in keys}
+    overrides = {key: value for key, value in vars(args).items() if key in keys}
+    if overrides.get("data.path"):
+        overrides["data.path"] = os.path.abspath(overrides["data.path"])
+    return overrides
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ from jaxdl.checkpoint import (
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
+from jaxdl.sweep_checkpoint import MANIFEST
 from jaxdl.train import ChunkCallback, History, TrainState, check_fits, evaluate, fit, init_state
 
 SCALARS = ("loss", "train_accuracy", "test_loss", "test_accuracy")  # metrics.jsonl, TensorBoard
@@ -202,6 +203,53 @@ def checkpoint_dir(out_dir: str | os.PathLike) -> str:
     return os.path.join(os.fspath(out_dir), "checkpoints")
 
 
+def held_checkpoints(out_dir: str | os.PathLike) -> tuple[str, str] | None:
+    """Whose checkpoints a run or sweep folder holds, or ``None`` if it holds none.
+
+    ``jaxdl train`` saves orbax step folders in ``<out_dir>/checkpoints/`` (its ``config.json``
+    and ``run.json`` beside them are written before the first step is saved: alone they hold
+    nothing to resume); ``jaxdl sweep`` writes ``<out_dir>/checkpoints/sweep.json`` before its
+    groups' ``group<g>/`` folders, and refuses a new sweep once it is there.
+
+    Args:
+      out_dir: the folder.
+
+    Returns:
+      ``(command, what)``: ``("train", "checkpoints of a jaxdl train run (steps [20, 40])")`` or
+      ``("sweep", "a jaxdl sweep's checkpoints (<out_dir>/checkpoints/sweep.json)")``; ``None``.
+    """
+    folder = checkpoint_dir(out_dir)
+    manifest = os.path.join(folder, MANIFEST)
+    if os.path.exists(manifest):
+        return "sweep", f"a jaxdl sweep's checkpoints ({manifest})"
+    steps = saved_steps(folder)
+    if steps:
+        return "train", f"checkpoints of a jaxdl train run (steps {steps})"
+    return None
+
+
+def check_out_dir(out_dir: str | os.PathLike, command: str, *, resume: bool) -> None:
+    """Refuses to write a run or sweep into a folder holding checkpoints it must not touch: any
+    checkpoints for a new (not resumed) one, and another command's for a resumed one.
+
+    Args:
+      out_dir: the folder the run or sweep writes.
+      command: ``"train"`` or ``"sweep"``: what is about to write there.
+      resume: whether it continues the checkpoints in the folder.
+
+    Returns:
+      None; a `CheckpointError` names the folder, what it holds and how to continue it.
+    """
+    held = held_checkpoints(out_dir)
+    if held is None or (resume and held[0] == command):
+        return
+    owner, what = held
+    raise CheckpointError(
+        f"{os.fspath(out_dir)} holds {what}: continue it with 'jaxdl {owner} --resume "
+        f"{os.fspath(out_dir)}', or choose another output folder"
+    )
+
+
 def default_out_dir(cfg: RunConfig, root: str = "runs") -> str:
     """A fresh run folder name for ``cfg``, from its data set, model and the local time.
 
@@ -256,8 +304,9 @@ def train_and_evaluate(
       resume: continue from the newest valid checkpoint in ``<out>/checkpoints`` (bit-identical
         to an uninterrupted run); metrics rows past it are replaced, and the results and curves
         cover the whole run (the rows before it read back from ``metrics.jsonl``; the wall and
-        compile times are this session's). Without it, a folder that already holds checkpoints
-        is refused (`CheckpointError`); with it, so are a ``cfg`` that saves none
+        compile times are this session's). A folder holding checkpoints is refused
+        (`CheckpointError`, see `check_out_dir`) unless they are a run's and ``resume`` is set;
+        with it, so are a ``cfg`` that saves none
         (``checkpoint_every=None``) and checkpoints saved under a config that differs from
         ``cfg`` in more than ``out``, ``checkpoint_every`` and what
         `jaxdl.checkpoint.resume_differences` leaves out (chunking, evaluation, and on a
@@ -278,12 +327,9 @@ def train_and_evaluate(
     out_dir = cfg.out if cfg.out is not None else default_out_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)  # config.json names its own folder
 
+    # a new run's checkpoints would sit beside another run's (under its config) or a sweep's
+    check_out_dir(out_dir, "train", resume=resume)
     saved = saved_steps(checkpoint_dir(out_dir))
-    if saved and not resume:  # its checkpoints would outlive this run's, under its config
-        raise CheckpointError(
-            f"{out_dir} holds checkpoints of an earlier run (steps {saved}): resume it "
-            f"(resume=True, jaxdl train --resume {out_dir}) or choose a new output folder"
-        )
     if saved:
         _check_resumable(out_dir, cfg, saved)  # before config.json is rewritten
     main_process = distributed.is_main_process()
@@ -421,6 +467,33 @@ class RestoredRun(NamedTuple):
     state: TrainState
 
 
+def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The `RunConfig` in ``<run_dir>/config.json``; a missing, malformed or invalid file, or a
+    sweep's, is a ValueError naming the file and what is wrong.
+
+    Args:
+      run_dir: a ``jaxdl train`` run folder.
+
+    Returns:
+      The `RunConfig` it was trained with.
+    """
+    path = os.path.join(os.fspath(run_dir), "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir}: no config.json (not a jaxdl train folder)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if not (isinstance(saved, dict) and {"run", "axes"} <= saved.keys()):  # a sweep's
+            return from_dict(saved)
+    except ValueError as error:  # json.JSONDecodeError is one
+        raise ValueError(f"{path} is not a jaxdl train config: {error}") from None
+    raise ValueError(
+        f"{run_dir} is a jaxdl sweep folder, not a run: give one member's run folder, "
+        f"{os.path.join(os.fspath(run_dir), 'members', '<i>')} (i as in results.csv; "
+        f"written by jaxdl sweep --save-members)"
+    )
+
+
 def restore_run(run_dir: str | os.PathLike, step: int | None = None) -> RestoredRun:
     """Rebuilds a run's model and optimiser from ``<run_dir>/config.json`` alone and restores its
     newest valid checkpoint (or ``step``), without the script that trained it.
@@ -432,18 +505,12 @@ def restore_run(run_dir: str | os.PathLike, step: int | None = None) -> Restored
     Returns:
       A `RestoredRun`.
     """
-    path = os.path.join(os.fspath(run_dir), "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{run_dir}: no config.json (not a jaxdl train folder)")
-    with open(path) as f:
-        saved = json.load(f)
-    if isinstance(saved, dict) and {"run", "axes"} <= saved.keys():  # sweep_cli.spec_to_dict
-        raise ValueError(
-            f"{run_dir} is a jaxdl sweep folder, not a run: give one member's run folder, "
-            f"{os.path.join(os.fspath(run_dir), 'members', '<i>')} (i as in results.csv; "
-            f"written by jaxdl sweep --save-members)"
+    cfg = read_run_config(run_dir)
+    folder = checkpoint_dir(run_dir)
+    if not saved_steps(folder):  # before orbax, which would create the folder
+        raise CheckpointError(
+            f"no checkpoints in {folder} (a run saves them every --checkpoint-every N steps)"
         )
-    cfg = from_dict(saved)
     data = load_data(cfg.data)
     model = build_model(cfg.model, data.num_classes, len(data.input_shape))
     example = jax.ShapeDtypeStruct((1, *data.input_shape), jnp.float32)
@@ -455,7 +522,7 @@ def restore_run(run_dir: str | os.PathLike, step: int | None = None) -> Restored
         init_key=jax.random.key(0),
         data_key=jax.random.key(0),
     )
-    saved_step, state = Checkpointer(checkpoint_dir(run_dir)).restore(template, step)
+    saved_step, state = Checkpointer(folder).restore(template, step)
     return RestoredRun(cfg, model, data, saved_step, state)
 
 

@@ -33,7 +33,6 @@ from jaxdl.cli import (
 )
 from jaxdl.io import write_json_atomic
 from jaxdl.sweep import STRATEGIES, members_of, sweep
-from jaxdl.sweep_checkpoint import MANIFEST
 
 
 def _networks(count: int) -> str:
@@ -174,8 +173,41 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
     return {**spec._asdict(), "run": config.to_dict(spec.run)}
 
 
+# The axes `population_axes` makes, with the type of their values; model and seed always.
+AXIS_TYPES = {"model": str, "lr": float, "weight_decay": float, "init_scale": float, "seed": int}
+REQUIRED_AXES = ("model", "seed")
+
+
+def check_axes(axes: Any) -> None:
+    """Raises a ValueError unless ``axes`` is as `population_axes` makes it: a dict from
+    `AXIS_TYPES` names (model and seed among them) to non-empty lists of values of that type."""
+    if not isinstance(axes, Mapping):
+        raise ValueError(f"axes: expected a dict of axis: [values], got {axes!r:.80}")
+    unknown = sorted(set(axes) - set(AXIS_TYPES))
+    missing = [name for name in REQUIRED_AXES if name not in axes]
+    if unknown or missing:
+        raise ValueError(
+            f"axes: unknown {unknown}, missing {missing}; expected {', '.join(REQUIRED_AXES)} "
+            f"and any of {', '.join(AXIS_TYPES)}"
+        )
+    for name, values in axes.items():
+        kind = AXIS_TYPES[name]
+        if not isinstance(values, list) or not values or not all(_is(v, kind) for v in values):
+            raise ValueError(
+                f"axes.{name}: expected a non-empty list of {kind.__name__} values, "
+                f"got {values!r:.80}"
+            )
+
+
+def _is(value: Any, kind: type) -> bool:
+    """Whether a JSON value is of ``kind`` (an int counts as a float; a bool as neither)."""
+    kinds = (int, float) if kind is float else (kind,)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def spec_from_dict(d: Mapping[str, Any]) -> SweepSpec:
-    """The `SweepSpec` of `spec_to_dict` output; an unknown key is an error listing the valid."""
+    """The `SweepSpec` of `spec_to_dict` output; an unknown key is an error listing the valid,
+    and so are axes (`check_axes`), a strategy or a ``save_members`` it could not have written."""
     if not isinstance(d, Mapping):
         raise ValueError(f"sweep config must be a dict, got {d!r}")
     unknown = sorted(set(d) - set(SweepSpec._fields))
@@ -185,6 +217,13 @@ def spec_from_dict(d: Mapping[str, Any]) -> SweepSpec:
             f"sweep config: unknown key(s) {unknown}, missing {missing}; "
             f"valid: {', '.join(SweepSpec._fields)}"
         )
+    check_axes(d["axes"])
+    if d["strategy"] not in STRATEGIES:
+        raise ValueError(
+            f"strategy: expected one of {', '.join(STRATEGIES)}, got {d['strategy']!r}"
+        )
+    if not isinstance(d.get("save_members", False), bool):
+        raise ValueError(f"save_members: expected true or false, got {d['save_members']!r}")
     return SweepSpec(**{**d, "run": config.from_dict(d["run"])})
 
 
@@ -304,12 +343,8 @@ def run(args: argparse.Namespace) -> int:
     check_fits(base.train, data, model_for, base.hparams, axes=axes)
     out = base.out or _default_out(base.data.name)  # --out sets base.out
     base = config.replace(base, {"out": out})
-    if not args.resume and os.path.exists(os.path.join(report.checkpoint_dir(out), MANIFEST)):
-        # before config.json is written: it is what --resume rebuilds that sweep from
-        raise ValueError(
-            f"--out {out} holds a checkpointed sweep: continue it with "
-            f"'jaxdl sweep --resume {out}', or give another --out"
-        )
+    # before config.json is written: it is what --resume rebuilds a run or sweep from
+    report.check_out_dir(out, "sweep", resume=bool(args.resume))
     members = len(members_of(axes))
     print(
         f"{'resuming ' if args.resume else ''}sweep of {_networks(members)} "
@@ -320,6 +355,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if main_process:  # first: --resume rebuilds the sweep from it
         os.makedirs(out, exist_ok=True)
+        if not args.resume:  # an earlier sweep's results must not pass for this one's
+            sweep_report.clear_sweep_outputs(out)
         write_json_atomic(os.path.join(out, "config.json"), spec_to_dict(spec._replace(run=base)))
     checkpointer = None
     if base.checkpoint_every is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +13,10 @@ import numpy as np
 
 from jaxdl.io import write_atomic, write_json_atomic
 from jaxdl.sweep_result import SEED_AXES, SweepResult, render
+
+# What `write_sweep` writes, and the member run folders of ``jaxdl sweep --save-members``.
+SWEEP_OUTPUTS = ("results.csv", "summary.md", "results.json", "accuracy.png", "curves.png")
+MEMBERS = "members"
 
 # Test accuracy (%) reported in the MNIST-1D paper (Greydanus & Kobak, 2024, table 1).
 PUBLISHED = {
@@ -145,6 +151,25 @@ def plot_learning_curves(result: SweepResult) -> bytes:
     data = _png(fig)
     plt.close(fig)
     return data
+
+
+def clear_sweep_outputs(out_dir: str | os.PathLike) -> None:
+    """Removes what an earlier sweep wrote in ``out_dir`` (`SWEEP_OUTPUTS` and ``members/``),
+    so that a new sweep there, should it stop early, leaves none of it beside its own
+    ``config.json``, and writes its own members rather than keeping the earlier ones.
+
+    Args:
+      out_dir: the sweep folder; missing files (or a missing folder) are fine.
+
+    Returns:
+      None.
+    """
+    for name in SWEEP_OUTPUTS:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, name))
+    members = os.path.join(out_dir, MEMBERS)
+    if os.path.isdir(members):
+        shutil.rmtree(members)
 
 
 def write_sweep(

@@ -252,19 +252,124 @@ def test_sweep_model_list_may_have_spaces():
     assert (args.models, args.lrs) == (["mlp", "convnet"], [1e-3, 1e-2])
 
 
-def test_sweep_into_a_checkpointed_sweep_keeps_its_config(tmp_path):
-    out = tmp_path / "s"
-    (out / "checkpoints").mkdir(parents=True)
+SWEEP_TINY = ["--model", "logistic", "--seeds", "1", "--steps", "2", "--chunk-steps", "2"]
+SWEEP_TINY += ["--eval-every", "2", "--batch-size", "32", "--no-progress"]
+
+
+def sweep_checkpoints(out):
+    """What a checkpointed ``jaxdl sweep`` leaves in ``out``: its manifest first."""
+    (out / "checkpoints" / "group0").mkdir(parents=True)
     (out / "checkpoints" / "sweep.json").write_text("{}")
-    (out / "config.json").write_text('{"saved": "by the earlier sweep"}')
-    args = ["sweep", "--model", "mlp", "--seeds", "2", "--steps", "40", "--out", str(out)]
-    status, _, stderr = run_main([*args, "--checkpoint-every", "20", "--no-progress"])
+    return "sweep", f"a jaxdl sweep's checkpoints ({out / 'checkpoints' / 'sweep.json'})"
+
+
+def train_checkpoints(out):
+    """What a checkpointed ``jaxdl train`` leaves in ``out``: orbax step folders."""
+    for step in ("20", "40"):
+        (out / "checkpoints" / step).mkdir(parents=True)
+    (out / "checkpoints" / "run.json").write_text("{}")
+    return "train", "checkpoints of a jaxdl train run (steps [20, 40])"
+
+
+@pytest.mark.parametrize("saved_by", [sweep_checkpoints, train_checkpoints])
+@pytest.mark.parametrize(
+    "argv",
+    [["sweep", *SWEEP_TINY, "--checkpoint-every", "2"], ["sweep", *SWEEP_TINY], TINY],
+    ids=["checkpointed-sweep", "sweep", "train"],
+)
+def test_a_new_run_or_sweep_refuses_a_folder_with_checkpoints_of_either_kind(
+    tmp_path, saved_by, argv
+):
+    """A new run or sweep into a folder with a run's or a sweep's checkpoints would overwrite
+    the config.json their --resume reads (before, the other kind's were not seen)."""
+    out = tmp_path / "out"
+    owner, held = saved_by(out)
+    (out / "config.json").write_text('{"saved": "by the earlier one"}')
+    status, _, stderr = run_main([*argv, "--out", str(out)])
     assert status == 2
     assert stderr == (
-        f"error: --out {out} holds a checkpointed sweep: continue it with "
-        f"'jaxdl sweep --resume {out}', or give another --out\n"
+        f"error: {out} holds {held}: continue it with 'jaxdl {owner} --resume {out}', "
+        f"or choose another output folder\n"
     )
-    assert (out / "config.json").read_text() == '{"saved": "by the earlier sweep"}'
+    assert (out / "config.json").read_text() == '{"saved": "by the earlier one"}'
+
+
+def sweep_config(**changes):
+    """A resumable sweep's config.json, as `jaxdl.sweep_cli.spec_to_dict` writes it."""
+    from jaxdl import sweep_cli
+
+    run = config.RunConfig(checkpoint_every=20)
+    spec = sweep_cli.SweepSpec(run, {"model": ["mlp"], "seed": [0, 1]}, "auto")
+    return json.dumps({**sweep_cli.spec_to_dict(spec), **changes})
+
+
+SWEEP_OUTPUTS = ("results.csv", "summary.md", "results.json", "accuracy.png", "curves.png")
+
+
+def earlier_sweep(out):
+    """A folder as an earlier ``jaxdl sweep --save-members`` of an mlp left it (no checkpoints)."""
+    for i in ("0", "1"):
+        (out / "members" / i).mkdir(parents=True)
+        (out / "members" / i / "config.json").write_text('{"model": {"name": "mlp"}}')
+    for name in SWEEP_OUTPUTS:
+        (out / name).write_text("by the earlier sweep")
+
+
+def interrupted_sweep(monkeypatch):
+    """Makes `jaxdl.sweep_cli.sweep` stop at once, as a Ctrl-C would, after the folder is set."""
+    from jaxdl import sweep_cli
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_cli, "sweep", interrupt)
+
+
+def test_a_new_sweep_writes_its_own_members_not_the_earlier_sweeps(tmp_path):
+    out = tmp_path / "s"
+    earlier_sweep(out)
+    status, _, stderr = run_main(["sweep", *SWEEP_TINY, "--save-members", "--out", str(out)])
+    assert status == 0, stderr
+    assert os.listdir(out / "members") == ["0"]  # one member now
+    saved = json.loads((out / "members" / "0" / "config.json").read_text())
+    assert saved["model"]["name"] == "logistic"
+    assert (out / "results.csv").read_text().startswith("member,")
+
+
+def test_a_stopped_new_sweep_leaves_no_results_of_the_earlier_one(tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    earlier_sweep(out)
+    interrupted_sweep(monkeypatch)
+    status, _, _ = run_main(["sweep", *SWEEP_TINY, "--out", str(out)])
+    assert status == 130
+    assert os.listdir(out) == ["config.json"]
+    assert json.loads((out / "config.json").read_text())["axes"]["model"] == ["logistic"]
+
+
+def test_a_resumed_sweep_keeps_its_results_and_members(tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    earlier_sweep(out)
+    (out / "config.json").write_text(sweep_config())
+    interrupted_sweep(monkeypatch)
+    status, _, _ = run_main(["sweep", "--resume", str(out), "--no-progress"])
+    assert status == 130
+    assert {"config.json", "members", *SWEEP_OUTPUTS} <= set(os.listdir(out))
+    assert sorted(os.listdir(out / "members")) == ["0", "1"]
+
+
+def test_a_relative_data_path_is_saved_absolute(tmp_path, monkeypatch):
+    """config.json is read from other folders (eval, --resume): its data path must not depend
+    on the folder the run was started from."""
+    from jaxdl import sweep_cli
+
+    monkeypatch.chdir(tmp_path)
+    parser, _ = cli.build_parser()
+    data = ["--data", "npz", "--data-path", "data/set.npz"]
+    args = parser.parse_args(["train", *data])
+    assert cli.config_overrides(args)["data.path"] == str(tmp_path / "data" / "set.npz")
+    spec = sweep_cli.spec_from_args(parser.parse_args(["sweep", *data]))
+    assert spec.run.data.path == str(tmp_path / "data" / "set.npz")
+    assert cli.config_overrides(parser.parse_args(["train"]))["data.path"] is None
 
 
 @pytest.mark.parametrize("argv", [[], ["--version"]])
@@ -391,6 +496,52 @@ def test_eval_of_a_sweep_folder_points_to_its_members(tmp_path):
         f"error: {tmp_path} is a jaxdl sweep folder, not a run: give one member's run folder, "
         f"{members} (i as in results.csv; written by jaxdl sweep --save-members)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{bad", "is not a jaxdl train config: Expecting property name"),
+        ('{"lr": -1}', "is not a jaxdl train config: lr must be > 0, got -1"),
+    ],
+)
+def test_eval_of_a_malformed_config_names_the_file(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text)
+    status, _, stderr = run_main(["eval", "--checkpoint", str(tmp_path)])
+    assert status == 2
+    assert stderr.startswith(f"error: {tmp_path / 'config.json'} {message}"), stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_eval_of_a_run_without_checkpoints_leaves_nothing_behind(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict(config.RunConfig())))
+    status, _, stderr = run_main(["eval", "--checkpoint", str(tmp_path)])
+    assert status == 2
+    folder = tmp_path / "checkpoints"
+    assert stderr.startswith(f"error: no checkpoints in {folder} ("), stderr
+    assert os.listdir(tmp_path) == ["config.json"]  # orbax would have made checkpoints/
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"axes": [1]}, "axes: expected a dict of axis: [values], got [1]"),
+        ({"axes": {"seed": [5]}}, "axes: unknown [], missing ['model']; expected model, seed"),
+        ({"axes": {"model": ["mlp"], "seed": 5}}, "axes.seed: expected a non-empty list of int"),
+        ({"axes": {"model": [], "seed": [0]}}, "axes.model: expected a non-empty list of str"),
+        ({"axes": {"model": ["mlp"], "seed": [0], "lrr": [1]}}, "axes: unknown ['lrr'], missing"),
+        ({"strategy": "fast"}, "strategy: expected one of auto, vmap, map, chunked, got 'fast'"),
+        ({"save_members": "yes"}, "save_members: expected true or false, got 'yes'"),
+    ],
+)
+def test_sweep_resume_of_a_damaged_config_names_the_file(tmp_path, changes, message):
+    (tmp_path / "config.json").write_text(sweep_config(**changes))
+    status, _, stderr = run_main(["sweep", "--resume", str(tmp_path)])
+    assert status == 2
+    path = tmp_path / "config.json"
+    expected = f"error: --resume {tmp_path}: {path} is not a jaxdl sweep config: {message}"
+    assert stderr.startswith(expected), stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def test_options_the_run_does_not_use_are_warned_about(tmp_path):

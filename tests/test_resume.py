@@ -116,12 +116,30 @@ def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path):
     config_path = tmp_path / "run" / "config.json"
     before = config_path.read_text()
     pattern = (
-        rf"^{out} holds checkpoints of an earlier run \(steps \[20\]\): resume it \(resume=True, "
-        rf"jaxdl train --resume {out}\) or choose a new output folder$"
+        rf"^{out} holds checkpoints of a jaxdl train run \(steps \[20\]\): continue it with "
+        rf"'jaxdl train --resume {out}', or choose another output folder$"
     )
     with pytest.raises(CheckpointError, match=pattern):
         report.train_and_evaluate(RunConfig(**config, seed=1, out=out))
     assert config_path.read_text() == before  # nothing was overwritten
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_into_a_sweeps_checkpoint_folder_is_refused(tmp_path, resume):
+    """A sweep's checkpoints sit in ``checkpoints/group<g>/`` with its manifest, not in step
+    folders: a run there, new or resumed, must still see them and leave its config.json."""
+    out = tmp_path / "sweep"
+    (out / "checkpoints" / "group0" / "chunk0" / "20").mkdir(parents=True)
+    (out / "checkpoints" / "sweep.json").write_text("{}")
+    (out / "config.json").write_text('{"saved": "by the sweep"}')
+    manifest = out / "checkpoints" / "sweep.json"
+    pattern = (
+        rf"^{out} holds a jaxdl sweep's checkpoints \({manifest}\): continue it with "
+        rf"'jaxdl sweep --resume {out}', or choose another output folder$"
+    )
+    with pytest.raises(CheckpointError, match=pattern):
+        report.train_and_evaluate(RunConfig(**CONFIG, out=str(out)), resume=resume)
+    assert (out / "config.json").read_text() == '{"saved": "by the sweep"}'
 
 
 def interrupted_run(out: str) -> str:

@@ -337,7 +337,9 @@ def test_killed_sweep_resumes_bit_identical_and_members_evaluate(tmp_path, capsy
 
 
 def test_resume_of_a_sweep_without_checkpoints_is_a_usage_error(tmp_path, capsys):
-    spec = SweepSpec(config.RunConfig(checkpoint_every=None), {"model": ["mlp"]}, "auto")
+    spec = SweepSpec(
+        config.RunConfig(checkpoint_every=None), {"model": ["mlp"], "seed": [0]}, "auto"
+    )
     write_json_atomic(tmp_path / "config.json", spec_to_dict(spec))
     assert cli.main(["sweep", "--resume", str(tmp_path)]) == cli.USAGE_STATUS
     assert "that sweep saved no checkpoints (run it with --checkpoint-every N" in (
