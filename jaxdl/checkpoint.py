@@ -26,6 +26,7 @@ from jaxdl.step import TrainConfig, TrainState
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"  # what `fit` ran: its TrainConfig, Hparams and seed
+SWEEP_FILE = "sweep.json"  # what `jaxdl.sweep` ran (`jaxdl.sweep_checkpoint`)
 
 
 class CheckpointError(ValueError):
@@ -240,8 +241,14 @@ class Checkpointer:
           resume: whether the run resumes from the checkpoints in the folder.
 
         Returns:
-          None. Process 0 writes ``run.json`` (atomically) unless a resumed run's is there.
+          None. Process 0 writes ``run.json`` (atomically) unless a resumed run's is there. A
+          folder holding a sweep's checkpoints is refused.
         """
+        if os.path.exists(os.path.join(self.directory, SWEEP_FILE)):
+            raise CheckpointError(
+                f"{self.directory} holds a sweep's checkpoints ({SWEEP_FILE}), not a run's: "
+                "give the run a folder of its own"
+            )
         path = os.path.join(self.directory, RUN_FILE)
         description = as_read_back(description)
         if resume and self.steps() and os.path.exists(path):

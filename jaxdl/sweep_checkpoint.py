@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from jaxdl.checkpoint import (
+    SWEEP_FILE,
     Checkpointer,
     CheckpointError,
     as_read_back,
@@ -33,6 +34,7 @@ from jaxdl.checkpoint import (
     describe_data,
     read_json,
     recorded_then,
+    saved_steps,
     with_new_defaults,
 )
 from jaxdl.distributed import is_main_process
@@ -40,7 +42,7 @@ from jaxdl.io import write_atomic, write_json_atomic
 from jaxdl.program import ChunkCallback, History, Program, run_program, stack_history
 from jaxdl.step import Hparams, TrainConfig, TrainState
 
-MANIFEST = "sweep.json"
+MANIFEST = SWEEP_FILE
 LAYOUT = "layout.json"
 HISTORY = "history.npz"
 EVAL_KEYS = ("eval_step", "test_loss", "test_accuracy")  # one entry per evaluation, not per chunk
@@ -132,12 +134,19 @@ class SweepCheckpointer:
       description: `describe_sweep` of the sweep being run.
       resume: continue from the checkpoints in the folder. A folder that already holds a
         sweep's checkpoints needs ``resume`` (nothing is overwritten), and must then hold this
-        sweep's: if its ``sweep.json`` differs, the error names what differs.
+        sweep's: if its ``sweep.json`` differs, the error names what differs. A folder
+        holding a run's checkpoints (`jaxdl.fit`'s) is refused.
     """
 
     def __init__(self, root: Checkpointer, description: Mapping[str, Any], *, resume: bool):
         self.root, self.resume = root, resume
         path = os.path.join(root.directory, MANIFEST)
+        run_steps = saved_steps(root.directory)
+        if run_steps:
+            raise CheckpointError(
+                f"{root.directory} holds a run's checkpoints (steps {run_steps}), not a "
+                f"sweep's: give the sweep a folder of its own"
+            )
         if not os.path.exists(path):
             if is_main_process():
                 write_json_atomic(path, description)

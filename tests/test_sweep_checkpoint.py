@@ -366,3 +366,28 @@ def test_saving_members_again_removes_what_a_killed_save_left(tmp_path):
     assert save_members(Result(), config.RunConfig(), str(tmp_path)) == str(folder)
     assert saved == [1]
     assert sorted(os.listdir(folder)) == ["0", "1"]
+
+
+def test_a_run_and_a_sweep_refuse_each_others_checkpoint_folders(tmp_path):
+    model = jaxdl.mlp(hidden=(8,))
+    axes = {"seed": [0, 1]}
+    sweep_dir, run_dir = tmp_path / "sweep", tmp_path / "run"
+
+    def stop(static, count):  # before any training: only sweep.json is written
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        jaxdl.sweep(
+            model, digits(), axes, config=CONFIG, on_group=stop,
+            checkpointer=Checkpointer(sweep_dir),
+        )  # fmt: skip
+    for resume in (False, True):
+        with pytest.raises(CheckpointError, match=r"holds a sweep's checkpoints \(sweep.json\)"):
+            jaxdl.fit(model, digits(), CONFIG, checkpointer=Checkpointer(sweep_dir), resume=resume)
+    assert not (sweep_dir / "run.json").exists()
+    os.makedirs(run_dir / "20")  # a run's step folder
+    with pytest.raises(CheckpointError, match=r"holds a run's checkpoints \(steps \[20\]\)"):
+        jaxdl.sweep(
+            model, digits(), axes, config=CONFIG, checkpointer=Checkpointer(run_dir), resume=True
+        )
+    assert not (run_dir / "sweep.json").exists()
