@@ -85,6 +85,12 @@ class ModelConfig:
         _choice(owner, "norm", self.norm, NORMS)
         if not 0 <= _number("model.dropout", self.dropout) < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.dropout and not self.resolved_hidden:  # it would silently drop nothing
+            raise ValueError(
+                f"model.dropout acts on dense hidden layers and model {self.name!r} has none "
+                f"(model.hidden {self.resolved_hidden}): give hidden widths (--hidden 128) or "
+                f"leave dropout at 0, got {self.dropout!r}"
+            )
 
     @property
     def resolved_init(self) -> str:

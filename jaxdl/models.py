@@ -36,6 +36,16 @@ def _check_widths(recipe: str, name: str, widths) -> None:
         )
 
 
+def _check_dropout(recipe: str, dropout, hidden) -> None:
+    """Raises unless ``dropout`` is 0 or there are dense hidden layers for it to act on."""
+    if dropout and not hidden:
+        raise ValueError(
+            f"{recipe}: dropout applies to the dense hidden layers and hidden={tuple(hidden)} "
+            f"gives none; pass hidden widths (e.g. hidden=(128,)) or dropout=0, "
+            f"got dropout={dropout!r}"
+        )
+
+
 def _dense_stack(hidden, num_classes, act, init, init_scale, dropout_rate, norm, first_act):
     """Hidden blocks ``dense{i}[, norm{i}], act{k}[, dropout{i}]`` and the output ``dense{n+1}``."""
     entries = []
@@ -71,7 +81,8 @@ def mlp(
       activation: activation name (see `jaxdl.layers.ACTIVATIONS`) after each hidden layer.
       init: initialiser name of every ``w`` (see `jaxdl.initializers.NAMES`); biases start at 0.
       init_scale: multiplies every initial ``w`` (with ``init="normal"``, the std).
-      dropout: fraction of hidden units zeroed in training (0 disables dropout).
+      dropout: fraction of hidden units zeroed in training (0 disables dropout); needs
+        ``hidden`` layers.
       norm: ``None``, ``"layer"`` or ``"batch"`` normalisation before each activation.
 
     Returns:
@@ -109,6 +120,7 @@ def mlp_entries(
       ``[(name, Layer)]``; ``serial(*entries)`` is `mlp`.
     """
     _check_widths("mlp", "hidden", hidden)
+    _check_dropout("mlp", dropout, hidden)
     act = get_activation(activation)
     stack = _dense_stack(hidden, num_classes, act, init, init_scale, dropout, norm, first_act=1)
     return [("flatten", flatten), *stack]
@@ -146,7 +158,8 @@ def convnet(
       init: initialiser name of every ``w``.
       pool_size: pooling window (and stride).
       init_scale: multiplies every initial ``w``.
-      dropout: fraction of dense hidden units zeroed in training.
+      dropout: fraction of dense hidden units zeroed in training; needs ``hidden`` layers
+        (the conv blocks have no dropout).
       norm: ``None``, ``"layer"`` or ``"batch"`` normalisation before each activation.
       ndim: number of spatial axes, or ``None`` to take it from the input.
 
@@ -208,6 +221,7 @@ def convnet_entries(
     """
     _check_widths("convnet", "channels", channels)
     _check_widths("convnet", "hidden", hidden)
+    _check_dropout("convnet", dropout, hidden)
     act = get_activation(activation)
     entries = []
     for i, width in enumerate(channels, start=1):

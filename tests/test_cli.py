@@ -168,6 +168,10 @@ def test_mistyped_option_is_one_error_line_in_a_subprocess():
         (["--dropout", "1.5"], "model.dropout must be in [0, 1), got 1.5"),
         (["--data", "npz", "--data-path", "/no/such/file.npz"], "no such file"),
         (["--model", "logistic", "--hidden", "16"], "model.hidden must be empty for 'logistic'"),
+        (
+            ["--model", "convnet", "--dropout", "0.3"],
+            "model.dropout acts on dense hidden layers and model 'convnet' has none",
+        ),
         (["--steps", "10", "--step", "5"], "unrecognized arguments: --step 5"),
         (
             ["--seed", str(2**64)],

@@ -756,6 +756,103 @@ def test_batch_norm_under_vmap_over_a_population():
         assert not np.allclose(ys[0], ys[1])  # members differ
 
 
+# ----------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize(
+    "layer, x_shape",
+    [
+        (Z.dense(3), (2, 5)),
+        (Z.conv2d(3, 3, impl="xla"), (2, 5, 5, 2)),
+        (Z.conv2d(3, 3, impl="canonical"), (2, 5, 5, 2)),
+        (Z.conv1d(3, 2, padding=[(2, 1)], impl="xla"), (2, 6, 2)),
+        (Z.conv2d(3, 3, impl="im2col"), (2, 5, 5, 2)),
+    ],
+    ids=["dense", "conv_xla", "conv_canonical", "conv_wide_low_padding", "conv_im2col"],
+)
+def test_integer_and_bfloat16_inputs_are_promoted_with_float32_params(layer, x_shape):
+    """As ``x @ w`` promotes them: float32 out, equal to the input cast to float32 (lax.conv
+    refused mixed dtypes; strict promotion refused ``int32 @ float32``)."""
+    values = np.random.default_rng(0).integers(-3, 4, x_shape)  # exact in bfloat16
+    x32 = jnp.asarray(values, jnp.float32)
+    params = perturbed(layer.init(KEY, x32)[0], seed=1)
+    expected, _ = layer.apply(params, {}, x32)
+    for dtype in (jnp.int32, jnp.bfloat16, jnp.bool_):
+        x = x32.astype(dtype)
+        y, _ = layer.apply(params, {}, x)
+        assert y.dtype == jnp.float32, dtype
+        np.testing.assert_array_equal(y, layer.apply(params, {}, x.astype(jnp.float32))[0])
+    np.testing.assert_array_equal(layer.apply(params, {}, x32.astype(jnp.int32))[0], expected)
+
+
+def test_batch_norm_running_statistics_move_in_bfloat16_as_in_float32():
+    """Momentum 0.999 was rounded to 1.0 in bfloat16, and the running averages never moved."""
+    layer = jaxdl.batch_norm(momentum=0.999)
+    x = normal((64, 4)) * 2.0 + 3.0
+
+    @jax.jit
+    def trained(x):
+        params, state = layer.init(KEY, x)
+
+        def step(state, _):
+            y, state = layer.apply(params, state, x, train=True)
+            return state, y.dtype == x.dtype
+
+        state, _ = lax.scan(step, state, None, length=100)
+        return state, layer.apply(params, state, x)[0]
+
+    (state32, y32), (state16, y16) = trained(x), trained(x.astype(jnp.bfloat16))
+    assert state16["mean"].dtype == state16["var"].dtype == jnp.float32
+    assert y16.dtype == jnp.bfloat16
+    assert np.all(np.asarray(state16["mean"]) > 0.2)  # about 3 * (1 - 0.999 ** 100) = 0.29
+    chex.assert_trees_all_close(state16, state32, rtol=1e-2)
+    np.testing.assert_allclose(y16.astype(jnp.float32), y32, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "layer", [jaxdl.layer_norm(), jaxdl.batch_norm(momentum=0.9)], ids=["layer", "batch"]
+)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_normalizations_of_integers_equal_those_of_their_float_values(layer, train):
+    """An int's epsilon was 0 (a constant row gave NaN) and its momentum 0."""
+    x = jnp.array([[3, 3, 3, 3], [1, 2, 3, 5], [0, 7, 2, 2]], jnp.int32)
+    params, state = layer.init(KEY, x)
+    params = perturbed(params, seed=1)
+    y, new_state = layer.apply(params, state, x, train=train)
+    expected, expected_state = layer.apply(params, state, x.astype(jnp.float32), train=train)
+    assert y.dtype == jnp.float32
+    chex.assert_tree_all_finite(y)
+    np.testing.assert_array_equal(y, expected)
+    chex.assert_trees_all_equal(new_state, expected_state)
+
+
+def test_dropout_of_integers_rescales_in_float32():
+    """An int's ``1 - rate`` was 0: dropout(0.5) of int ones gave inf."""
+    x, key = jnp.ones((100, 100), jnp.int32), jax.random.key(1)
+    layer = jaxdl.dropout(0.5)
+    y, _ = layer.apply({}, {}, x, key=key, train=True)
+    assert y.dtype == jnp.float32
+    assert set(np.unique(np.asarray(y)).tolist()) <= {0.0, 2.0}
+    assert abs(float(jnp.mean(y == 0)) - 0.5) <= binomial_bound(x.size, 0.5)
+    expected, _ = layer.apply({}, {}, x.astype(jnp.float32), key=key, train=True)
+    np.testing.assert_array_equal(y, expected)
+    y_eval, _ = layer.apply({}, {}, x)  # the same dtype in evaluation
+    assert y_eval.dtype == jnp.float32
+    np.testing.assert_array_equal(y_eval, jnp.ones((100, 100)))
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooling_of_booleans_on_both_paths_matches_their_float_values(kind):
+    """Overlapping windows (``lax.reduce_window``) had no identity for a bool max, no bool sum."""
+    x = jnp.asarray(np.random.default_rng(0).random((2, 5, 6, 3)) > 0.5)
+    for stride in (1, None):  # reduce_window, then the reshape path
+        layer = jaxdl.pool(kind, 2, stride=stride)
+        y, _ = layer.apply({}, {}, x)
+        expected, _ = layer.apply({}, {}, x.astype(jnp.float32))
+        assert y.dtype == (jnp.bool_ if kind == "max" else jnp.float32)
+        np.testing.assert_array_equal(y.astype(jnp.float32), expected)
+
+
 # ----------------------------------------------------------------------------- error messages
 
 
@@ -840,6 +937,9 @@ def test_an_int_seed_as_dropout_key_names_the_layer():
     params, state = model.init(KEY, jnp.zeros((1, 4)))
     with pytest.raises(LayerError, match=message("serial: key must be a JAX random key")):
         model.apply(params, state, jnp.zeros((1, 4)), key=3, train=True)
+    expected = "dropout: key must be a JAX random key, e.g. jax.random.key(0), got 0"
+    with pytest.raises(LayerError, match=message(expected)):
+        jaxdl.dropout(0.5).apply({}, {}, jnp.ones((2, 3)), key=0, train=True)
 
 
 def test_kernel_fits_once_padded():
@@ -918,6 +1018,76 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
         jax.jit(layer.apply)(params, state, jnp.zeros(x_shape))
 
 
+def without(tree, key):
+    """A copy of the dict ``tree`` without ``key``."""
+    return {k: v for k, v in tree.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    "layer, x_shape, edit, expected",
+    [
+        (
+            Z.dense(3),
+            (2, 4),
+            lambda p, s: ({}, s),
+            "dense: expected the params init returns, with keys ['w', 'b'], got keys []",
+        ),
+        (
+            Z.dense(3, use_bias=False),
+            (2, 4),
+            lambda p, s: (None, s),
+            "dense: expected the params init returns, with keys ['w'], got None",
+        ),
+        (
+            Z.conv2d(3, 3),
+            (1, 5, 5, 2),
+            lambda p, s: (without(p, "w"), s),
+            "conv: expected the params init returns, with keys ['w', 'b'], got keys ['b']",
+        ),
+        (
+            jaxdl.layer_norm(),
+            (2, 4),
+            lambda p, s: (without(p, "scale"), s),
+            "layer_norm: expected the params init returns, with keys ['scale', 'bias'], "
+            "got keys ['bias']",
+        ),
+        (
+            jaxdl.batch_norm(),
+            (2, 4),
+            lambda p, s: (p, {}),
+            "batch_norm: expected the state init returns, with keys ['mean', 'var'], got keys []",
+        ),
+        (
+            jaxdl.mlp(hidden=(4,), norm="batch", init="zeros"),
+            (2, 4),
+            lambda p, s: (p, {}),
+            "batch_norm 'norm1': expected the state init returns, with keys ['mean', 'var']",
+        ),
+        (
+            jaxdl.serial(("d1", Z.dense(3)), ("d2", Z.dense(2))),
+            (2, 4),
+            lambda p, s: (without(p, "d2"), s),
+            "dense 'd2': expected the params init returns, with keys ['w', 'b'], got keys []",
+        ),
+    ],
+    ids=[
+        "dense",
+        "dense_no_bias",
+        "conv",
+        "layer_norm",
+        "batch_norm",
+        "batch_norm_in_serial",
+        "dense_in_serial",
+    ],
+)
+def test_params_or_state_not_from_init_name_the_layer_and_the_keys(layer, x_shape, edit, expected):
+    """These were a raw ``KeyError: 'w'`` (or ``'mean'``) from inside the layer."""
+    params, state = edit(*layer.init(KEY, jnp.zeros(x_shape)))
+    for train in (False, True):
+        with pytest.raises(LayerError, match=message(expected)):
+            layer.apply(params, state, jnp.zeros(x_shape), train=train)
+
+
 @pytest.mark.parametrize(
     "build, expected",
     [
@@ -928,6 +1098,11 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
         (lambda: jaxdl.dropout(-0.1), "must be in [0, 1), got -0.1"),
         (lambda: jaxdl.dropout(1.5), "must be in [0, 1), got 1.5"),
         (lambda: jaxdl.batch_norm(momentum=1.0), "batch_norm: momentum must be in [0, 1), got 1.0"),
+        (
+            lambda: jaxdl.batch_norm(momentum="0.9"),
+            "batch_norm: momentum must be in [0, 1), got '0.9'",
+        ),
+        (lambda: jaxdl.batch_norm(momentum=None), "momentum must be in [0, 1), got None"),
         (lambda: jaxdl.dense(0), "dense: features must be a positive int, got 0"),
         (lambda: jaxdl.conv2d(2.5, 3), "conv: features must be a positive int, got 2.5"),
         (
@@ -955,6 +1130,8 @@ def test_apply_errors(layer, init_shape, x_shape, expected):
         "dropout_negative",
         "dropout_above_1",
         "momentum",
+        "momentum_str",
+        "momentum_none",
         "dense_0",
         "conv_float",
         "impl",

@@ -5,6 +5,8 @@ need some random weights but do not test the initialisers build models with ``in
 add NumPy noise (`randomized`); the tests of keys and ``init`` itself sample for real.
 """
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -416,3 +418,21 @@ def test_recipes_take_numpy_int_widths_as_dense_does():
     ]:
         params, state = model.init(KEY, x)
         assert model.apply(params, state, x)[0].shape == (2, 2)
+
+
+@pytest.mark.parametrize("recipe", [jaxdl.convnet, jaxdl.mlp], ids=["convnet", "mlp"])
+def test_dropout_without_hidden_layers_is_refused(recipe):
+    """Dropout acts on the dense hidden layers only: with ``hidden=()`` (convnet's default) it
+    was silently left out."""
+    name = recipe.__name__
+    expected = (
+        f"{name}: dropout applies to the dense hidden layers and hidden=() gives none; pass "
+        "hidden widths (e.g. hidden=(128,)) or dropout=0, got dropout=0.5"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        recipe(hidden=(), dropout=0.5)
+    entries = getattr(jaxdl.models, f"{name}_entries")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        entries(hidden=(), dropout=0.5)
+    names = [n for n, _ in entries(hidden=(4,), dropout=0.5)]
+    assert "dropout1" in names

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,17 +19,54 @@ def shape_of(x: InputLike) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
-def split_key(kind: str, key, num: int = 2) -> jax.Array:
-    """``jax.random.split(key, num)``; anything but a JAX random key (an int seed, as PyTorch
-    takes one) is a `LayerError` naming the layer and how to make a key."""
+def check_key(kind: str, key) -> None:
+    """Raises a `LayerError` naming the layer and how to make a key unless ``key`` is a JAX
+    random key (an array; an int seed, as PyTorch takes one, is not)."""
     if not isinstance(key, jax.Array | np.ndarray):
         raise LayerError(kind, f"key must be a JAX random key, e.g. jax.random.key(0), got {key!r}")
+
+
+def split_key(kind: str, key, num: int = 2) -> jax.Array:
+    """``jax.random.split(key, num)`` of a key `check_key` accepts."""
+    check_key(kind, key)
     return jax.random.split(key, num)
 
 
+def check_keys(kind: str, what: str, tree, keys: tuple[str, ...]) -> None:
+    """Raises a `LayerError` unless the dict ``tree`` (a layer's params or state) holds ``keys``.
+
+    Args:
+      kind: the layer's kind, for the message.
+      what: ``"params"`` or ``"state"``.
+      tree: what ``apply`` was given.
+      keys: the keys ``init`` returns.
+    """
+    if isinstance(tree, Mapping) and all(k in tree for k in keys):
+        return
+    got = f"keys {sorted(map(str, tree))}" if isinstance(tree, Mapping) else repr(tree)
+    raise LayerError(kind, f"expected the {what} init returns, with keys {list(keys)}, got {got}")
+
+
 def param_dtype(x: InputLike):
-    """Parameters take the input's dtype when it is floating (float64 for gradient checks)."""
+    """Parameters take the input's dtype when it is floating (float64 for gradient checks),
+    float32 for integer and bool inputs; so do the outputs of the normalisations and dropout."""
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+
+
+def compute_dtype(x: InputLike):
+    """`param_dtype` widened to float32 at least: the dtype of batch statistics and running
+    averages (in bfloat16 a momentum of 0.999 rounds to 1.0 and the averages never move)."""
+    dtype = param_dtype(x)
+    return dtype if jnp.finfo(dtype).bits >= 32 else jnp.float32
+
+
+def promoted(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x`` and the weights ``w`` cast to the dtype ``x @ w`` has under standard promotion,
+    whatever the promotion mode: an integer, bool or bfloat16 ``x`` with float32 ``w`` gives
+    float32 (convolutions need both operands of one dtype). Equal dtypes are left as they are."""
+    with jax.numpy_dtype_promotion("standard"):
+        dtype = jnp.promote_types(x.dtype, w.dtype)
+    return x.astype(dtype), w.astype(dtype)
 
 
 def bias_initializer(kind: str, b_init) -> Initializer:

@@ -15,10 +15,12 @@ from jaxdl import initializers
 from jaxdl.layers._canonical_conv import canonical_conv, dimension_numbers
 from jaxdl.layers._util import (
     bias_initializer,
+    check_keys,
     is_count,
     param_dtype,
     per_axis,
     per_channel,
+    promoted,
     shape_of,
     spatial_layout,
     split_key,
@@ -254,6 +256,7 @@ def conv(
         return params, {}
 
     def apply(params, state, x, *, key=None, train=False):
+        check_keys("conv", "params", params, ("w", "b") if use_bias else ("w",))
         n, _, strides, dilations, pads = geometry(x.shape)
         in_channels = params["w"].shape[-2]
         if x.shape[-1] != in_channels:
@@ -261,23 +264,24 @@ def conv(
                 "conv",
                 f"expected input with {in_channels} channels (last axis), got shape {x.shape}",
             )
-        chosen = resolve_impl(impl, n, x.shape[1:-1], params["w"].shape[:-2])
+        x, w = promoted(x, params["w"])  # as dense: int or bfloat16 x with float32 w -> float32
+        chosen = resolve_impl(impl, n, x.shape[1:-1], w.shape[:-2])
         if chosen == "canonical":
-            y = canonical_conv(x, params["w"], strides, pads, dilations)
+            y = canonical_conv(x, w, strides, pads, dilations)
         elif chosen == "im2col":
-            y = im2col_conv(x, params["w"], strides, pads, dilations)
+            y = im2col_conv(x, w, strides, pads, dilations)
         else:
-            x, pads = zeros_before_wide_low_padding(x, params["w"].shape[:-2], dilations, pads)
+            x, pads = zeros_before_wide_low_padding(x, w.shape[:-2], dilations, pads)
             y = lax.conv_general_dilated(
                 x,
-                params["w"],
+                w,
                 window_strides=strides,
                 padding=pads,
                 rhs_dilation=dilations,
                 dimension_numbers=dimension_numbers(n),
             )
         if use_bias:
-            y = y + per_channel(params["b"], y.ndim)
+            y = y + per_channel(params["b"].astype(y.dtype), y.ndim)
         return y, state
 
     return Layer(init, apply, "conv")

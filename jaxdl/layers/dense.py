@@ -5,9 +5,11 @@ from __future__ import annotations
 from jaxdl import initializers
 from jaxdl.layers._util import (
     bias_initializer,
+    check_keys,
     is_count,
     param_dtype,
     per_channel,
+    promoted,
     shape_of,
     split_key,
 )
@@ -34,7 +36,8 @@ def dense(
 
     Returns:
       A `Layer` mapping ``[batch, ..., in]`` to ``[batch, ..., features]``, params
-      ``{"w": [in, features], "b": [features]}``.
+      ``{"w": [in, features], "b": [features]}``. Inputs of another dtype than ``w`` are
+      promoted with it (integer or bfloat16 inputs with float32 params give float32).
     """
     if not is_count(features):
         raise LayerError("dense", f"features must be a positive int, got {features!r}")
@@ -53,14 +56,16 @@ def dense(
         return params, {}
 
     def apply(params, state, x, *, key=None, train=False):
+        check_keys("dense", "params", params, ("w", "b") if use_bias else ("w",))
         in_features = params["w"].shape[0]
         if x.ndim < 2 or x.shape[-1] != in_features:
             raise LayerError(
                 "dense", f"expected input [batch, ..., {in_features}], got shape {x.shape}"
             )
-        y = x @ params["w"]
+        x, w = promoted(x, params["w"])
+        y = x @ w  # [batch, ..., features]
         if use_bias:
-            y = y + per_channel(params["b"], y.ndim)
+            y = y + per_channel(params["b"].astype(y.dtype), y.ndim)
         return y, state
 
     return Layer(init, apply, "dense")

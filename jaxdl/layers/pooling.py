@@ -71,15 +71,24 @@ def _pool(kind: str, window, stride, padding, reduce_tiles, reduce_window) -> La
 # lax.reduce_window would fall back to its generic form, which reverse-mode autodiff rejects.
 
 
+def _lowest(dtype) -> np.ndarray:
+    """The identity of max: -inf, the smallest integer (an int has no -inf), or False."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        return np.array(-np.inf, dtype)
+    if dtype == jnp.bool_:
+        return np.array(False)
+    return np.array(np.iinfo(dtype).min, dtype)
+
+
 def _max_window(x, window, strides, padding):
-    # The identity of max: -inf, or the smallest integer (an int has no -inf).
-    floating = jnp.issubdtype(x.dtype, jnp.floating)
-    lowest = np.array(-np.inf if floating else np.iinfo(x.dtype).min, x.dtype)
-    return lax.reduce_window(x, lowest, lax.max, window, strides, padding)
+    return lax.reduce_window(x, _lowest(x.dtype), lax.max, window, strides, padding)
 
 
 def _avg_window(x, window, strides, padding):
-    # The mean over the window's valid (unpadded) elements.
+    # The mean over the window's valid (unpadded) elements; a bool sum is not defined, and the
+    # fast path's jnp.mean gives bools a float32 mean.
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.float32)
     zero = np.array(0, x.dtype)
     total = lax.reduce_window(x, zero, lax.add, window, strides, padding)
     count = lax.reduce_window(jnp.ones_like(x), zero, lax.add, window, strides, padding)
