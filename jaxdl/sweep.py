@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 from jaxdl import losses, sharding
 from jaxdl import parts as parts_rule
+from jaxdl._checks import is_count
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import example_input
@@ -464,7 +465,8 @@ def sweep(
       model: a `Layer`, or ``model(**static_values) -> Layer`` when ``axes`` holds axes that
         change the program (any axis other than ``seed``, ``init_seed``, ``data_seed``, ``lr``,
         ``weight_decay``, ``init_scale``), e.g. ``lambda init, dropout: jaxdl.mlp(init=init,
-        dropout=dropout)``.
+        dropout=dropout)``. An axis named after a `TrainConfig` field is refused: every
+        member shares ``config``.
       data: a `jaxdl.data.Dataset`.
       axes: ``{axis: values}``; the population is their product.
       config: the shared `TrainConfig`; ``config_overrides`` (``steps=6000``, ``batch_size=100``,
@@ -513,6 +515,8 @@ def sweep(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if chunk_members is not None and not is_count(chunk_members):
+        raise ValueError(f"sweep: chunk_members must be a positive int, got {chunk_members!r}")
     if chunk_members is not None and strategy != "chunked":
         raise ValueError(
             f'sweep: chunk_members={chunk_members} needs strategy="chunked", got {strategy!r}'
@@ -527,6 +531,13 @@ def sweep(
         )
     config = dataclasses.replace(config or TrainConfig(), **config_overrides)
     axes = _axis_lists(axes)
+    shared = [name for name in axes if name in fields]
+    if shared:  # a model(**static) would take them and every member train the same config
+        raise ValueError(
+            f"sweep: axes {shared} are TrainConfig fields, which every member of a sweep "
+            f"shares: run one sweep per value (config=TrainConfig({shared[0]}=...)); the axes "
+            f"a sweep varies are {', '.join(TRACED_AXES)} and the model function's arguments"
+        )
     members = members_of(axes)
     groups = _groups(members)
     if any(group.static for group in groups) and isinstance(model, Layer):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
 
@@ -131,6 +132,8 @@ def fit(
       >>> state, history = jaxdl.fit(jaxdl.mlp(), jaxdl.data.load("digits"), TrainConfig(steps=500))
       >>> history["test_accuracy"][-1]
     """
+    if resume and checkpointer is None:
+        raise ValueError("fit: resume=True needs a checkpointer to resume from")
     check_fits(config, data, model, hparams)  # before anything compiles
     seeds = seed_array(seed)  # a ValueError unless an int
     earlier = [] if checkpointer is None or resume else checkpointer.steps()
@@ -209,7 +212,8 @@ def make_train(
     Args:
       model: the `Layer` to train.
       data: `DeviceData` (closed over).
-      config: the run's `TrainConfig`; ``steps`` must be a multiple of ``chunk_steps``.
+      config: the run's `TrainConfig`; its chunks are `fit`'s, ``chunk_steps`` each and the
+        last one shorter where ``chunk_steps`` does not divide ``steps``.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
       parts: how a vmapped population's chunks split its members: ``"auto"``
         (`jaxdl.parts.auto_parts`: on a CPU, in runs of 1000 steps or more, 300 for a ConvNet),
@@ -217,28 +221,33 @@ def make_train(
 
     Returns:
       ``train(key, hparams)``, returning the final `TrainState` and a dict of stacked metrics
-      ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy`` (each ``[steps // chunk_steps]``).
+      ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy`` (each ``[chunks]``, ``chunks`` =
+        ``ceil(steps / chunk_steps)``; the test set is evaluated after every chunk).
     """
-    if config.steps % config.chunk_steps:
-        raise ValueError(
-            f"make_train: steps ({config.steps}) must be a multiple of "
-            f"chunk_steps ({config.chunk_steps})"
-        )
     check_parts("make_train", parts)
     check_fits(config, data, model)  # hparams come with each call, usually traced
-    chunk = make_population_chunk(model, config, config.chunk_steps, loss_fn, parts=parts)
+    plan = chunk_plan(config)  # chunk_steps each, as fit runs them, the last shorter if need be
+    full, rest = config.steps // plan[0], config.steps % plan[0]
+    chunk = make_population_chunk(model, config, plan[0], loss_fn, parts=parts)
+    last = make_population_chunk(model, config, rest, loss_fn, parts=parts) if rest else None
     example = example_input(data.x_train)
+
+    def step_and_evaluate(chunk_fn, state, hparams):
+        state, metrics = chunk_fn(state, hparams, data)
+        test = evaluate_test(model, config, state, data, loss_fn)
+        return state, {**metrics, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
     def train(key, hparams: Hparams):
         init_key, data_key = jax.random.split(key)
         state = init_state(model, config, hparams, example, init_key=init_key, data_key=data_key)
 
         def body(state, _):
-            state, metrics = chunk(state, hparams, data)
-            test = evaluate_test(model, config, state, data, loss_fn)
-            metrics = {**metrics, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
-            return state, metrics
+            return step_and_evaluate(chunk, state, hparams)
 
-        return lax.scan(body, state, None, length=config.steps // config.chunk_steps)
+        state, metrics = lax.scan(body, state, None, length=full)  # each [full]
+        if last is not None:
+            state, tail = step_and_evaluate(last, state, hparams)
+            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail)
+        return state, metrics
 
     return train

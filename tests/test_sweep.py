@@ -377,6 +377,26 @@ def test_unknown_strategy_and_empty_axes_raise():
         jaxdl.sweep(jaxdl.mlp(), digits(), {"lr": 1e-3}, config=CONFIG)
 
 
+def test_an_axis_named_after_a_train_config_field_is_refused():
+    """Such an axis reached the model function only: every member trained the base config."""
+
+    def model(optimizer, batch_size):
+        return jaxdl.mlp(hidden=(8,))
+
+    axes = {"seed": [0], "optimizer": ["sgd", "adam"], "batch_size": [8, 32]}
+    with pytest.raises(ValueError, match=r"axes \['optimizer', 'batch_size'\] are TrainConfig"):
+        jaxdl.sweep(model, digits(), axes, config=CONFIG)
+
+
+@pytest.mark.parametrize("chunk_members", [0, -1, 1.5, "2", True])
+def test_chunk_members_must_be_a_positive_int(chunk_members):
+    with pytest.raises(ValueError, match=r"chunk_members must be a positive int, got"):
+        jaxdl.sweep(
+            jaxdl.mlp(), digits(), AXES, config=CONFIG, strategy="chunked",
+            chunk_members=chunk_members,
+        )  # fmt: skip
+
+
 def test_batch_larger_than_the_data_set_raises_before_compiling(monkeypatch):
     def no_compiling(*args, **kwargs):
         raise AssertionError("build_program was reached: the check came too late")

@@ -286,10 +286,26 @@ def test_make_train_equals_fit_and_vmaps_over_keys(small):
     assert max_abs_diff(run0.params, run1.params) > 1e-3
 
 
-def test_make_train_rejects_a_partial_last_chunk(small):
-    config = TrainConfig(steps=25, batch_size=32, chunk_steps=10)
-    with pytest.raises(ValueError, match=r"steps \(25\).*chunk_steps \(10\)"):
-        jaxdl.make_train(seed_model(), train.to_device(small), config)
+def test_fit_resume_without_a_checkpointer_is_refused(small):
+    with pytest.raises(ValueError, match="resume=True needs a checkpointer"):
+        jaxdl.fit(seed_model(), small, TrainConfig(steps=10, batch_size=16), resume=True)
+
+
+def test_make_train_runs_fits_chunks_when_chunk_steps_does_not_divide_steps(small):
+    """25 steps in chunks of 10: two chunks in the scan and one of 5 after, as `fit` runs them;
+    also 50 steps with the default chunk_steps (100): one chunk of 50."""
+    for config in (
+        TrainConfig(steps=25, batch_size=32, chunk_steps=10, eval_every=10),
+        TrainConfig(steps=50, batch_size=32),
+    ):
+        fitted, history = jaxdl.fit(seed_model(), small, config, SEED_HPARAMS, seed=0)
+        train_fn = jaxdl.make_train(seed_model(), train.to_device(small), config)
+        state, metrics = jax.jit(train_fn)(jax.random.key(0), SEED_HPARAMS.as_arrays())
+        assert int(state.step) == config.steps
+        assert max_abs_diff(state.params, fitted.params) <= 1e-6
+        chex.assert_shape(metrics["loss"], (len(history["loss"]),))
+        np.testing.assert_allclose(metrics["loss"], history["loss"], rtol=1e-6)
+        np.testing.assert_allclose(metrics["test_accuracy"], history["test_accuracy"], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- divergence
