@@ -482,7 +482,9 @@ def sweep(
       chunk_members: members per vmapped chunk for ``"chunked"`` (an error with any other
         strategy); ``None`` estimates it.
       loss_fn: ``loss_fn(logits, labels) -> scalar``.
-      on_chunk: called after every chunk of every group with ``(step, metrics)``.
+      on_chunk: called after every chunk of every unit the strategy runs with ``(step,
+        metrics)``: a vmapped group or chunk of members gives metrics ``[members in it]``,
+        ``"map"`` one member's scalars, and the step starts anew with each unit.
       on_group: called before each group with its static values and its number of members.
       mesh: a `jaxdl.sharding.make_mesh` mesh: members split along ``members`` (a group whose
         size does not divide evenly is padded with copies of its last member, then dropped),
