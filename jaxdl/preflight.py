@@ -86,7 +86,7 @@ def check_train_config(config: TrainConfig, owner: str = "TrainConfig") -> None:
     """Raises a ValueError unless the settings `TrainConfig` hands to optax unchecked are valid.
 
     `TrainConfig` checks its counts and names itself; these are ``grad_clip`` (> 0 or None),
-    ``warmup_steps`` (an int >= 0) and ``momentum`` (in [0, 1)).
+    ``warmup_steps`` (an int >= 0, and `_check_warmup`) and ``momentum`` (in [0, 1)).
 
     Args:
       config: the run's `TrainConfig`.
@@ -101,9 +101,23 @@ def check_train_config(config: TrainConfig, owner: str = "TrainConfig") -> None:
     warmup = config.warmup_steps
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"{owner}.warmup_steps must be an int >= 0, got {warmup!r}")
+    _check_warmup(config, owner)
     momentum = config.momentum
     if not (_is_finite_number(momentum) and 0 <= momentum < 1):
         raise ValueError(f"{owner}.momentum must be in [0, 1), got {momentum!r}")
+
+
+def _check_warmup(config: TrainConfig, owner: str) -> None:
+    """Raises a ValueError unless a ``"warmup_cosine"`` warm-up ends before ``steps`` (else the
+    peak learning rate is never reached). Other schedules ignore ``warmup_steps``, as optimizers
+    other than ``"momentum"`` ignore ``momentum`` (the CLI warns about both)."""
+    warmup, schedule = config.warmup_steps, config.schedule
+    if schedule == "warmup_cosine" and warmup >= config.steps:
+        raise ValueError(
+            f"{owner}.warmup_steps must be < steps ({config.steps}) with schedule "
+            f"'warmup_cosine' (the peak learning rate comes at the end of the warm-up), "
+            f"got {warmup}"
+        )
 
 
 def _check_hparam(where: str, field: str, value: Any) -> None:
@@ -208,7 +222,7 @@ def check_data(data: Dataset | DeviceData) -> None:
 
 
 def check_model(model: Layer, data: Dataset | DeviceData) -> None:
-    """Raises unless ``model`` takes ``data``'s inputs and outputs one logit per label.
+    """Raises unless ``model`` takes ``data``'s inputs and outputs one logit per class.
 
     Only ``jax.eval_shape`` of ``init`` and ``apply`` on one example runs (no compilation, no
     arithmetic): a layer refusing the input raises its `jaxdl.LayerError`, naming the layer, the
@@ -219,8 +233,9 @@ def check_model(model: Layer, data: Dataset | DeviceData) -> None:
       data: a `Dataset` or a `DeviceData`, already through `check_data`.
 
     Returns:
-      None. Raises a ValueError unless the output is ``[batch, num_classes]`` with
-      ``num_classes`` above every label.
+      None. Raises a ValueError unless the output is ``[batch, num_classes]``, with
+      ``num_classes`` the data set's where it has one (a `Dataset`), else above every label
+      (a `DeviceData`).
     """
     example = example_input(data.x_train)
 
@@ -234,13 +249,21 @@ def check_model(model: Layer, data: Dataset | DeviceData) -> None:
             f"model output: expected logits [batch, num_classes], got shape {logits.shape} "
             f"for inputs of shape {example.shape}"
         )
+    outputs = logits.shape[1]
+    name = getattr(data, "name", "the data")
+    num_classes = getattr(data, "num_classes", None)
+    if num_classes is not None and outputs != num_classes:
+        # check_data compared every label with num_classes; the model must match it too: more
+        # logits train classes that never occur, fewer refuse labels the data set may hold.
+        raise ValueError(
+            f"model outputs {outputs} logits but the data set {name} has {num_classes} classes: "
+            f"build the model with num_classes={num_classes}"
+        )
     tops = [_label_max(data.y_train), _label_max(data.y_test)]
     if None in tops:
         return
     top = max(tops)
-    outputs = logits.shape[1]
     if outputs <= top:
-        name = getattr(data, "name", "the data")
         raise ValueError(
             f"model outputs {outputs} classes (logits [batch, {outputs}]) but the labels of "
             f"{name} go up to {top}: build it with num_classes={top + 1} or more"
@@ -319,7 +342,7 @@ def check_run(
 
     Example:
       >>> check_run(jaxdl.mlp(num_classes=5), jaxdl.data.load("digits"), TrainConfig())
-      ValueError: model outputs 5 classes (logits [batch, 5]) but the labels of digits go up to 9...
+      ValueError: model outputs 5 logits but the data set digits has 10 classes: build the...
     """
     axes = axes or {}
     if not isinstance(config, TrainConfig):

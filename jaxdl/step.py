@@ -97,7 +97,7 @@ class TrainConfig:
     batch_size: int = 128  # examples per step
     optimizer: str = "adam"  # one of optimizers.OPTIMIZERS
     schedule: str = "constant"  # one of optimizers.SCHEDULES
-    warmup_steps: int = 0  # linear warm-up length for "warmup_cosine"
+    warmup_steps: int = 0  # linear warm-up length for "warmup_cosine" (< steps); others ignore it
     momentum: float = 0.9  # for optimizer="momentum"
     grad_clip: float | None = None  # clip gradients to this global norm; None: no clipping
     chunk_steps: int = 100  # steps per compiled chunk: metrics and progress granularity

@@ -8,7 +8,10 @@ Where each case of the issue is tested (here unless another file is named):
   the CLI builds the model from the data, a convnet on flat data: here and
   test_cli.py::test_convnet_needs_spatial_inputs.
 - wrong input dtype (integer inputs): here.
-- fewer model outputs than classes, outputs that are not logits: here.
+- fewer or more model outputs than the data set's classes, outputs that are not logits: here.
+- labels not one per row of logits (``[N, 1]``), not integers, out of range, in the losses and
+  `evaluate`: here.
+- a warm-up the schedule would drop, or one as long as the run: here.
 - labels out of range: here (a hand-made `Dataset`); loaders in test_data.py
   (test_label_out_of_range, test_negative_label, test_float_labels_are_refused).
 - NaN/inf in data: here; loaders in test_data.py::test_nan_in_inputs.
@@ -42,7 +45,9 @@ import io
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxdl
@@ -208,6 +213,15 @@ LIBRARY_CASES = {
         ValueError,
         "TrainConfig.warmup_steps must be an int >= 0, got -1",
     ),
+    "warmup-as-long-as-the-run": (  # the peak learning rate was never reached
+        MLP,
+        TOY,
+        TrainConfig(steps=4, batch_size=8, schedule="warmup_cosine", warmup_steps=4),
+        Hparams(),
+        ValueError,
+        "TrainConfig.warmup_steps must be < steps (4) with schedule 'warmup_cosine' (the peak "
+        "learning rate comes at the end of the warm-up), got 4",
+    ),
     "convnet-on-flat-inputs": (
         jaxdl.convnet(channels=(4,)),
         toy(x_train=np.zeros((32, 64), np.float32), x_test=np.zeros((16, 64), np.float32)),
@@ -239,8 +253,26 @@ LIBRARY_CASES = {
         CONFIG,
         Hparams(),
         ValueError,
-        "model outputs 5 classes (logits [batch, 5]) but the labels of toy go up to 9: "
-        "build it with num_classes=10 or more",
+        "model outputs 5 logits but the data set toy has 10 classes: "
+        "build the model with num_classes=10",
+    ),
+    "more-outputs-than-classes": (  # trained silently with 7 logits that never occur
+        MLP,
+        toy(y_train=TOY.y_train % 3, y_test=TOY.y_test % 3, num_classes=3),
+        CONFIG,
+        Hparams(),
+        ValueError,
+        "model outputs 10 logits but the data set toy has 3 classes: "
+        "build the model with num_classes=3",
+    ),
+    "fewer-outputs-than-classes-the-labels-miss": (  # trained: every present label was < 3
+        jaxdl.mlp(hidden=(8,), num_classes=3),
+        toy(y_train=TOY.y_train % 3, y_test=TOY.y_test % 3),
+        CONFIG,
+        Hparams(),
+        ValueError,
+        "model outputs 3 logits but the data set toy has 10 classes: "
+        "build the model with num_classes=10",
     ),
     "outputs-not-logits": (
         jaxdl.dense(10),  # no flatten: one output per pixel
@@ -381,8 +413,8 @@ SWEEP_CASES = {
         {"num_classes": [10, 5]},
         lambda num_classes: jaxdl.mlp(hidden=(8,), num_classes=num_classes),
         ValueError,
-        "model outputs 5 classes (logits [batch, 5]) but the labels of toy go up to 9: "
-        "build it with num_classes=10 or more",
+        "model outputs 5 logits but the data set toy has 10 classes: "
+        "build the model with num_classes=10",
     ),
     "lr-axis-value-a-list": (  # was a shape error deep in the first trace
         {"lr": [[1e-3, 1e-2]]},
@@ -525,6 +557,123 @@ def test_huge_but_finite_inputs_are_accepted():
     jaxdl.data.validate(x, np.zeros(4, np.int32), num_classes=2, name="s")
     x = np.full((4, 3), 1e308)  # the float64 sum overflows: the element check clears it
     jaxdl.data.validate(x, np.zeros(4, np.int32), num_classes=2, name="s")
+
+
+def test_a_warmup_works_with_every_schedule_and_only_warmup_cosine_uses_it():
+    """Other schedules ignore warmup_steps, as other optimizers ignore momentum: a run folder
+    saved with one still loads (the CLI warns when the option is given)."""
+    for schedule in jaxdl.optimizers.SCHEDULES:
+        preflight.check_train_config(TrainConfig(steps=4, schedule=schedule))
+        preflight.check_train_config(TrainConfig(steps=4, schedule=schedule, warmup_steps=2))
+    preflight.check_train_config(TrainConfig(steps=4, schedule="warmup_cosine", warmup_steps=3))
+
+
+# ----------------------------------------------------------------------------- losses, evaluate
+
+LOGITS = jnp.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0], [2.0, 0, 0]])  # [4, 3]
+LABELS = jnp.array([0, 1, 2, 1])  # [4]: 3 of 4 correct
+
+
+@pytest.mark.parametrize("metric", [jaxdl.accuracy, jaxdl.softmax_cross_entropy])
+def test_losses_refuse_labels_not_one_per_row(metric):
+    # [4, 1] labels broadcast against [4] predictions to [4, 4]: accuracy 0.3125, not 0.75
+    name = metric.__name__
+    message = (
+        rf"^{name}: expected labels of shape \(4,\) \(one per row of logits \(4, 3\)\), "
+        rf"got labels of shape \(4, 1\)"  # no $: under jit, JAX adds a note on tracebacks
+    )
+    with pytest.raises(ValueError, match=message):
+        metric(LOGITS, LABELS[:, None])
+    with pytest.raises(ValueError, match=message):
+        jax.jit(metric)(LOGITS, LABELS[:, None])  # at trace time
+    with pytest.raises(ValueError, match=rf"^{name}: labels must be integer .* got dtype float32$"):
+        metric(LOGITS, LABELS.astype(jnp.float32))
+    assert float(jaxdl.accuracy(LOGITS, LABELS)) == 0.75
+
+
+@pytest.mark.parametrize("metric", [jaxdl.accuracy, jaxdl.softmax_cross_entropy])
+@pytest.mark.parametrize("label, host", [(-2, False), (3, False), (3, True)])
+def test_losses_refuse_concrete_labels_out_of_range(metric, label, host):
+    labels = changed(np.asarray(LABELS), 2, label)
+    labels = labels if host else jnp.asarray(labels)
+    with pytest.raises(
+        ValueError,
+        match=rf"^{metric.__name__}: labels must lie in \[0, 3\) for 3 classes, got 1 outside, "
+        rf"the first labels\[2\] = {label}$",
+    ):
+        metric(LOGITS, labels)
+    jax.jit(metric)(LOGITS, labels)  # traced: not checked (documented), no cost per step
+
+
+def test_label_checks_leave_the_compiled_program_unchanged():
+    def program(logits, labels):  # the checks' shapes are known when traced: nothing computed
+        return jaxdl.softmax_cross_entropy(logits, labels), jaxdl.accuracy(logits, labels)
+
+    checked = jax.jit(jax.value_and_grad(program, has_aux=True)).lower(LOGITS, LABELS).as_text()
+
+    def program(logits, labels):  # the same name, so the same module name in the text
+        loss = jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels))
+        return loss, jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+    plain = jax.jit(jax.value_and_grad(program, has_aux=True)).lower(LOGITS, LABELS).as_text()
+    assert checked == plain
+
+
+EVAL_MODEL = jaxdl.mlp(hidden=(), num_classes=3)
+EVAL_X = np.random.default_rng(0).normal(size=(23, 5)).astype(np.float32)
+EVAL_Y = np.arange(23, dtype=np.int32) % 3
+
+
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (  # was a reshape TypeError, and only when the last batch needed padding
+            EVAL_Y[:, None],
+            r"^evaluate: expected at least one input and one label per input \(y \[23\]\), "
+            r"got x \(23, 5\) and y \(23, 1\)$",
+        ),
+        (  # was a TypeError deep inside optax
+            EVAL_Y.astype(np.float32),
+            r"^evaluate: labels y must be integer class indices, got dtype float32$",
+        ),
+        (  # was {"loss": nan, "accuracy": 0.0}
+            changed(EVAL_Y, 4, 3),
+            r"^evaluate: y must lie in \[0, 3\) for 3 classes, got 1 outside, the first "
+            r"y\[4\] = 3$",
+        ),
+        (
+            changed(EVAL_Y, 0, -1),
+            r"^evaluate: y must lie in \[0, 3\) .* the first y\[0\] = -1$",
+        ),
+    ],
+    ids=["labels-n-by-1", "float-labels", "label-too-large", "label-negative"],
+)
+def test_evaluate_refuses_bad_labels(y, message):
+    params, model_state = EVAL_MODEL.init(jax.random.key(0), EVAL_X[:1])
+    for labels in (y, jnp.asarray(y)):
+        with pytest.raises(ValueError, match=message):
+            jaxdl.evaluate(EVAL_MODEL, params, model_state, EVAL_X, labels, batch_size=10)
+
+
+def test_evaluation_inside_training_copies_no_labels_to_the_host(monkeypatch):
+    """`evaluate` checks the range of concrete labels; the programs of `fit`, `sweep` and
+    `make_train` (which closes over its data) leave it to `check_fits`, before compiling."""
+    copied = []
+    host = jaxdl.losses.host_labels
+
+    def watched(labels):
+        array = host(labels)
+        if array is not None and isinstance(labels, jax.Array):  # copied from a device
+            copied.append(array.shape)
+        return array
+
+    monkeypatch.setattr(jaxdl.losses, "host_labels", watched)
+    train_fn = jaxdl.make_train(MLP, train.to_device(TOY), CONFIG, parts=1)
+    jax.eval_shape(train_fn, jax.random.key(0), Hparams().as_arrays())  # traced, not compiled
+    assert copied == []
+    params, model_state = EVAL_MODEL.init(jax.random.key(0), EVAL_X[:1])
+    jaxdl.evaluate(EVAL_MODEL, params, model_state, EVAL_X, jnp.asarray(EVAL_Y))
+    assert copied == [(23,)]  # the public entry point checks once
 
 
 # ----------------------------------------------------------------------------- command line
