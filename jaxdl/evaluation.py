@@ -96,7 +96,10 @@ def _metrics(
         logits, _ = model.apply(params, model_state, xi)
         _check_logits(logits.shape, batch_size)
         per_example = jax.vmap(loss_fn)(logits[:, None], yi[:, None])  # [B]
-        correct = (jnp.argmax(logits, axis=-1) == yi).astype(jnp.float32)
+        # NaN logits (a diverged run's) all argmax to class 0: such an example counts as NaN,
+        # not as a hit or a miss, so the accuracy is NaN rather than class 0's share.
+        hit = (jnp.argmax(logits, axis=-1) == yi).astype(jnp.float32)
+        correct = jnp.where(jnp.isnan(logits).any(axis=-1), jnp.nan, hit)  # [B]
         # where, not a multiply by the mask: a padding row's NaN loss times 0 would be NaN
         return jnp.sum(jnp.where(mi, per_example, 0.0)), jnp.sum(jnp.where(mi, correct, 0.0))
 
