@@ -10,22 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-
-def host_labels(labels: Any) -> np.ndarray | None:
-    """``labels`` as a host array, or ``None`` where they are traced (or live on other
-    processes) and so are known only inside the compiled program.
-
-    Args:
-      labels: a NumPy or JAX array, or a tracer.
-
-    Returns:
-      A NumPy array of the same shape, or ``None``. A concrete JAX array is copied to the host.
-    """
-    if isinstance(labels, jax.core.Tracer):
-        return None
-    if isinstance(labels, jax.Array) and not labels.is_fully_addressable:
-        return None
-    return np.asarray(labels)
+from jaxdl._checks import host_array as host_labels  # None where traced
 
 
 def check_label_range(where: str, labels: Any, num_classes: int, *, name: str = "labels") -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdl._checks import host_array as _host  # None where traced or on other processes
 from jaxdl.data.batching import steps_per_epoch
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.device import DeviceData, example_input
@@ -47,14 +48,6 @@ __all__ = [
     "check_train_config",
     "sweep_models",
 ]
-
-
-def _host(value: Any) -> np.ndarray | None:
-    """``value`` as a host array, or ``None`` where it is traced (or lives on other processes)
-    and so is known only inside the compiled program."""
-    if isinstance(value, jax.Array) and not _on_device(value):
-        return None
-    return np.asarray(value)
 
 
 def _on_device(value: Any) -> bool:
@@ -252,13 +245,15 @@ def check_model(model: Layer, data: Dataset | DeviceData) -> None:
     outputs = logits.shape[1]
     name = getattr(data, "name", "the data")
     num_classes = getattr(data, "num_classes", None)
-    if num_classes is not None and outputs != num_classes:
+    if num_classes is not None:
         # check_data compared every label with num_classes; the model must match it too: more
         # logits train classes that never occur, fewer refuse labels the data set may hold.
-        raise ValueError(
-            f"model outputs {outputs} logits but the data set {name} has {num_classes} classes: "
-            f"build the model with num_classes={num_classes}"
-        )
+        if outputs != num_classes:
+            raise ValueError(
+                f"model outputs {outputs} logits but the data set {name} has {num_classes} "
+                f"classes: build the model with num_classes={num_classes}"
+            )
+        return  # the labels' largest value below is then known to be below num_classes
     tops = [_label_max(data.y_train), _label_max(data.y_test)]
     if None in tops:
         return
