@@ -23,6 +23,7 @@ import numpy as np
 from jaxdl import distributed, sharding
 from jaxdl.checkpoint import (
     CONFIG_FILE,
+    SWEEP_FILE,
     Checkpointer,
     CheckpointError,
     resume_differences,
@@ -31,7 +32,6 @@ from jaxdl.checkpoint import (
 from jaxdl.config import RunConfig, build_model, from_dict, load_data, to_dict
 from jaxdl.data.dataset import Dataset
 from jaxdl.io import append_jsonl, write_atomic, write_json_atomic
-from jaxdl.sweep_checkpoint import MANIFEST
 from jaxdl.train import ChunkCallback, History, TrainState, check_fits, evaluate, fit, init_state
 
 SCALARS = ("loss", "train_accuracy", "test_loss", "test_accuracy")  # metrics.jsonl, TensorBoard
@@ -219,7 +219,7 @@ def held_checkpoints(out_dir: str | os.PathLike) -> tuple[str, str] | None:
       ``("sweep", "a jaxdl sweep's checkpoints (<out_dir>/checkpoints/sweep.json)")``; ``None``.
     """
     folder = checkpoint_dir(out_dir)
-    manifest = os.path.join(folder, MANIFEST)
+    manifest = os.path.join(folder, SWEEP_FILE)
     if os.path.exists(manifest):
         return "sweep", f"a jaxdl sweep's checkpoints ({manifest})"
     steps = saved_steps(folder)
