@@ -265,6 +265,13 @@ def mesh_from_args(args: argparse.Namespace):
                 f"--devices must be in [1, {len(devices)}] (the devices available), "
                 f"got {args.devices}"
             )
+        if several and args.devices != len(devices):
+            # The first N of all processes' devices leave some process with none of its own.
+            raise UsageError(
+                f"--devices {args.devices} would leave processes out of the mesh: a run of "
+                f"{jax.process_count()} processes uses all {len(devices)} devices "
+                "(leave --devices out)"
+            )
         devices = devices[: args.devices]
     return sharding.make_mesh(args.mesh, devices)
 

@@ -200,6 +200,23 @@ def test_divergence_exits_1_with_the_step(tmp_path):
     assert stderr.strip().endswith(f"step {results['diverged_at']}")
 
 
+def test_devices_in_a_multi_process_run_must_be_all_of_them(tmp_path, monkeypatch):
+    """The first N devices of a several-process run would leave a process without any."""
+    from jaxdl import distributed
+
+    monkeypatch.setattr(distributed, "initialize", lambda *args: True)  # as if joined
+    monkeypatch.setattr(jax, "devices", lambda: [object(), object()])
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    out = tmp_path / "run"
+    status, _, stderr = run_main([*TINY, "--devices", "1", "--out", str(out)])
+    assert status == 2
+    assert stderr.strip() == (
+        "error: --devices 1 would leave processes out of the mesh: a run of 2 processes uses "
+        "all 2 devices (leave --devices out)"
+    )
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "command, text, message",
     [
