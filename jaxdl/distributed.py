@@ -54,18 +54,22 @@ def initialize(
 
     Call it first, before any JAX computation. Each argument left ``None`` is read from the
     environment: ``JAXDL_COORDINATOR_ADDRESS``, ``JAXDL_NUM_PROCESSES`` (else ``SLURM_NTASKS``),
-    ``JAXDL_PROCESS_ID`` (else ``SLURM_PROCID``). With no coordinator address, inside a SLURM job of
-    several tasks JAX detects the cluster itself (the coordinator is the first node of
-    ``SLURM_STEP_NODELIST``); otherwise the run has one process and nothing is done. CPU
-    collectives use gloo, so several CPU processes also work.
+    ``JAXDL_PROCESS_ID`` (else, with several processes, ``SLURM_PROCID``). With no coordinator
+    address, inside a SLURM job of several tasks JAX detects the cluster itself (the coordinator
+    is the first node of ``SLURM_STEP_NODELIST``); otherwise the run has one process and nothing
+    is done. CPU collectives use gloo, so several CPU processes also work. Once this process has
+    joined a run, a later call joins nothing: it checks the count and index it is given against
+    the run's.
 
     Args:
       coordinator_address: ``"host:port"`` of the coordinator, which process 0 starts; every
         process passes the same address.
       num_processes: processes in the run.
       process_id: this process's index, in ``[0, num_processes)``.
-      local_device_ids: the local devices this process uses (default: all of them), e.g. one
-        GPU per process with ``local_device_ids=[local_rank]``.
+      local_device_ids: the local devices this process uses, e.g. one GPU per process with
+        ``local_device_ids=[local_rank]``. Default: all of them, except where JAX detects a
+        SLURM (or Open MPI) job: there each task gets one GPU, its ``SLURM_LOCALID``, so run one
+        task per GPU or pass the ids.
 
     Returns:
       Whether the run has several processes (``False``: single process, nothing was done).
@@ -73,7 +77,8 @@ def initialize(
     Raises:
       ValueError: a count that is not an int, ``num_processes < 1``, ``process_id`` outside
         ``[0, num_processes)``, or a coordinator or ``process_id`` without ``num_processes``
-        (or, with several processes, ``num_processes`` without them).
+        (or, with several processes, ``num_processes`` without them); after this process
+        joined a run, a ``num_processes`` or ``process_id`` other than the run's.
 
     Example:
       >>> jaxdl.distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=rank)
@@ -81,7 +86,7 @@ def initialize(
     """
     address = _from_env(coordinator_address, ENV_COORDINATOR_ADDRESS)
     num = _from_env(num_processes, ENV_NUM_PROCESSES, "SLURM_NTASKS")
-    index = _from_env(process_id, ENV_PROCESS_ID, "SLURM_PROCID")
+    index = _from_env(process_id, ENV_PROCESS_ID)
     for name, given in (("coordinator", address), ("process_id", process_id)):
         if num is None and given is not None:
             raise ValueError(
@@ -89,24 +94,37 @@ def initialize(
                 f"(argument, or {ENV_NUM_PROCESSES})"
             )
     num_sources = f"argument, or {ENV_NUM_PROCESSES} / SLURM_NTASKS"
-    num = None if num is None else _int(num, "num_processes", num_sources)
-    if num is None or num == 1:
-        return False
-    if num < 1:
-        raise ValueError(
-            f"distributed.initialize: num_processes ({num_sources}) must be at least 1, got {num}"
-        )
-    if index is not None:
+    if num is None:  # a process_id argument without a count was refused above
+        index = None
+    else:
+        num = _int(num, "num_processes", num_sources)
+        if num < 1:
+            raise ValueError(
+                f"distributed.initialize: num_processes ({num_sources}) must be at least 1, "
+                f"got {num}"
+            )
+        if index is None and num > 1:  # not with one: each task of a SLURM step may run alone
+            index = _from_env(None, "SLURM_PROCID")
+    if index is not None:  # checked with one process too
         index = _int(index, "process_id", f"argument, or {ENV_PROCESS_ID} / SLURM_PROCID")
         if not 0 <= index < num:
             raise ValueError(
                 f"distributed.initialize: process_id must be in [0, {num}), got {index!r}"
             )
+    if jax.distributed.is_initialized():  # joined already (an earlier call): nothing to redo
+        _check_joined(num, index)
+        return jax.process_count() > 1
+    if num is None or num == 1:
+        return False
     # CPU collectives (so CPU processes can all-reduce): gloo, jax's default in recent versions.
     if jax.config.jax_cpu_collectives_implementation in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if address is None and "SLURM_JOB_ID" in os.environ:
-        jax.distributed.initialize(local_device_ids=local_device_ids)  # JAX's SLURM detection
+        # JAX's SLURM detection fills in only what is None: the coordinator, and the count and
+        # index not given here.
+        jax.distributed.initialize(
+            num_processes=num, process_id=index, local_device_ids=local_device_ids
+        )
         return True
     if address is None or index is None:
         missing = [
@@ -120,6 +138,19 @@ def initialize(
         )
     jax.distributed.initialize(address, num, index, local_device_ids=local_device_ids)
     return True
+
+
+def _check_joined(num_processes: int | None, process_id: int | None) -> None:
+    """Raises unless the run this process joined already has the count and index asked for
+    (``None``: not asked)."""
+    joined = {"num_processes": jax.process_count(), "process_id": jax.process_index()}
+    asked = {"num_processes": num_processes, "process_id": process_id}
+    if any(value is not None and value != joined[name] for name, value in asked.items()):
+        raise ValueError(
+            f"distributed.initialize: this process already joined a run as "
+            f"num_processes={joined['num_processes']}, process_id={joined['process_id']}; "
+            f"got num_processes={num_processes}, process_id={process_id}"
+        )
 
 
 def is_main_process() -> bool:

@@ -7,7 +7,9 @@ The layout, for a `jaxdl.train.build_program` given a mesh:
   is still gathered by index on the device, with no host work and no communication;
 * the batch of each step is split along ``data`` (``with_sharding_constraint`` right after the
   gather): each device computes the loss and gradients of its rows, and XLA all-reduces the
-  gradients, so params and optimiser state stay replicated and identical;
+  gradients, so params and optimiser state stay replicated and identical. Results are the
+  single-device run's to rounding: batch-norm statistics span the whole batch (all-reduced
+  too, not one set per device), and each example's dropout mask is the one it gets on one device;
 * in a population (a vmapped sweep), every per-member value (state, hparams, seeds) is split along
   ``members`` on its leading axis: each group of devices trains its own members;
 * metrics and evaluations come back replicated, so every process can read them.

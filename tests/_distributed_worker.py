@@ -1,4 +1,4 @@
-"""The small fit and sweep of the scale-out tests, and the harness that runs them in subprocesses.
+"""The small fits and sweep of the scale-out tests, and the harness that runs them in subprocesses.
 
 Imported by the tests: `reference` trains them on the test process's single device, and
 `run_workers` starts this file as a script in subprocesses (given ``XLA_FLAGS`` host devices in
@@ -6,7 +6,8 @@ their environment, before their jax starts) while the reference trains. As a scr
 them on a mesh, after joining a multi-process run if given a coordinator, and process 0 writes
 the final params to an ``.npz``:
 
-    python tests/_distributed_worker.py OUT.npz --fit-mesh data=4 --sweep-mesh members=2,data=2
+    python tests/_distributed_worker.py OUT.npz --fit-mesh data=4 --norm-mesh data=4
+        --sweep-mesh members=2,data=2
         [--coordinator-address 127.0.0.1:PORT --num-processes 2 --process-id I]
 """
 
@@ -43,6 +44,12 @@ def _model() -> jaxdl.Layer:
     return jaxdl.mlp((16,))
 
 
+def _norm_model() -> jaxdl.Layer:
+    """Batch norm, whose statistics span the whole batch (not each device's rows), and dropout,
+    whose mask differs per example (not repeated per device)."""
+    return jaxdl.convnet((4,), kernel=3, norm="batch", hidden=(16,), dropout=0.3)
+
+
 def _flat(prefix: str, params) -> dict[str, np.ndarray]:
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     return {prefix + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
@@ -54,6 +61,14 @@ def train_fit(mesh=None) -> dict[str, np.ndarray]:
     return _flat("fit", state.params)
 
 
+def train_norm(mesh=None) -> dict[str, np.ndarray]:
+    """Final params and running statistics of a `fit` of `_norm_model`,
+    ``{"norm['params']['conv1']['w']": array, ..., "norm['state']['norm1']['mean']": ...}``."""
+    model, hparams = _norm_model(), jaxdl.Hparams(lr=0.1)
+    state, _ = jaxdl.fit(model, _data(), CONFIG, hparams, seed=SEED, mesh=mesh)
+    return _flat("norm", {"params": state.params, "state": state.model_state})
+
+
 def train_sweep(mesh=None) -> dict[str, np.ndarray]:
     """Final params of every member of the test's sweep, ``{"sweep/0['dense1']['w']": ...}``."""
     result = jaxdl.sweep(_model(), _data(), AXES, config=CONFIG, mesh=mesh)
@@ -63,18 +78,23 @@ def train_sweep(mesh=None) -> dict[str, np.ndarray]:
     return found
 
 
+RUNS = {"fit": train_fit, "norm": train_norm, "sweep": train_sweep}
+MESH_OPTIONS = {"--fit-mesh": "fit", "--norm-mesh": "norm", "--sweep-mesh": "sweep"}
+
+
 @functools.cache
-def reference() -> dict[str, np.ndarray]:
-    """`train_fit` and `train_sweep` on the default device, no mesh (cached for the session)."""
-    return {**train_fit(), **train_sweep()}
+def reference(run: str) -> dict[str, np.ndarray]:
+    """``RUNS[run]`` ("fit", "norm", "sweep") on the default device, no mesh (cached for the
+    session)."""
+    return RUNS[run]()
 
 
 def assert_matches_reference(found, run: str, prefix: str = "") -> None:
-    """Each reference array of ``run`` ("fit", "sweep") within 1e-5 of ``found[prefix + name]``."""
-    names = [name for name in reference() if name.startswith(run)]
-    assert names, run
-    for name in names:
-        np.testing.assert_allclose(found[prefix + name], reference()[name], atol=1e-5, err_msg=name)
+    """Each reference array of ``run`` (a key of `RUNS`) within 1e-5 of ``found[prefix + name]``."""
+    expected = reference(run)
+    assert expected, run
+    for name, value in expected.items():
+        np.testing.assert_allclose(found[prefix + name], value, atol=1e-5, err_msg=name)
 
 
 def run_workers(arguments: list[list[str]], num_devices: int) -> None:
@@ -92,7 +112,8 @@ def run_workers(arguments: list[list[str]], num_devices: int) -> None:
             logs.append(tempfile.TemporaryFile("w+"))  # a file: a full pipe would block a worker
             command = [sys.executable, __file__, *args]
             workers.append(subprocess.Popen(command, env=env, stdout=logs[-1], stderr=logs[-1]))
-        reference()
+        for run in {MESH_OPTIONS[a] for args in arguments for a in args if a in MESH_OPTIONS}:
+            reference(run)  # the references the workers' runs are compared with
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             codes = [w.poll() for w in workers]
@@ -116,17 +137,30 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", help="the .npz to write; may name {process}")
     parser.add_argument("--fit-mesh")
+    parser.add_argument("--norm-mesh")
     parser.add_argument("--sweep-mesh", action="append", default=[])
     parser.add_argument("--coordinator-address")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
     args = parser.parse_args(argv)
-    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    joined = (args.coordinator_address, args.num_processes, args.process_id)
+    distributed.initialize(*joined)
+    if args.num_processes:  # a second call joins nothing; another index than the run's is refused
+        assert distributed.initialize(*joined) is True
+        other = (args.process_id + 1) % args.num_processes
+        try:
+            distributed.initialize(args.coordinator_address, args.num_processes, other)
+        except ValueError as error:
+            assert f"already joined a run as num_processes={args.num_processes}" in str(error)
+        else:
+            raise AssertionError("initialize accepted another process_id than the run's")
     jax.config.update("jax_numpy_dtype_promotion", "strict")  # as tests/conftest.py
     jax.config.update("jax_numpy_rank_promotion", "raise")
     results = {"num_devices": np.asarray(jax.device_count())}
     if args.fit_mesh:
         results.update(train_fit(sharding.make_mesh(args.fit_mesh)))
+    if args.norm_mesh:
+        results.update(train_norm(sharding.make_mesh(args.norm_mesh)))
     for spec in args.sweep_mesh:
         sweep = train_sweep(sharding.make_mesh(spec))
         results.update({f"{spec}:{name}": value for name, value in sweep.items()})

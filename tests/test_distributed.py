@@ -4,6 +4,7 @@ whose members are split across the processes."""
 
 import socket
 
+import jax
 import numpy as np
 import pytest
 from _distributed_worker import assert_matches_reference, run_workers
@@ -73,3 +74,34 @@ def test_bad_process_counts_are_named(monkeypatch):
     monkeypatch.setenv("JAXDL_PROCESS_ID", "x")
     with pytest.raises(ValueError, match=r"process_id \(.*JAXDL_PROCESS_ID.*\) .* int, got 'x'"):
         distributed.initialize("127.0.0.1:1234")
+
+
+def test_process_id_is_checked_with_one_process(monkeypatch):
+    for name in (*DISTRIBUTED_ENV, "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"process_id must be in \[0, 1\), got 3"):
+        distributed.initialize("127.0.0.1:1234", num_processes=1, process_id=3)
+    assert distributed.initialize("127.0.0.1:1234", num_processes=1, process_id=0) is False
+    monkeypatch.setenv("JAXDL_NUM_PROCESSES", "1")  # one of several tasks, each run alone
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert distributed.initialize() is False
+    monkeypatch.setenv("JAXDL_PROCESS_ID", "3")
+    with pytest.raises(ValueError, match=r"process_id must be in \[0, 1\), got 3"):
+        distributed.initialize()
+
+
+def test_arguments_reach_jax(monkeypatch):
+    """What `jax.distributed.initialize` is given: every argument, also those SLURM could give."""
+    for name in (*DISTRIBUTED_ENV, "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    assert distributed.initialize("10.0.0.1:1234", 2, 1, local_device_ids=[1]) is True
+    assert calls.pop() == (("10.0.0.1:1234", 2, 1), {"local_device_ids": [1]})
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # no coordinator: JAX detects it from SLURM
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert distributed.initialize(num_processes=2, process_id=1, local_device_ids=0) is True
+    assert calls.pop() == ((), {"num_processes": 2, "process_id": 1, "local_device_ids": 0})
+    assert distributed.initialize() is True
+    assert calls.pop() == ((), {"num_processes": 4, "process_id": 3, "local_device_ids": None})

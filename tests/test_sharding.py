@@ -64,9 +64,11 @@ def test_batch_and_members_must_split_evenly():
 def test_data_and_member_parallel_runs_equal_the_single_device_run(tmp_path):
     out = tmp_path / "params.npz"
     sweeps = ["--sweep-mesh", "members=2,data=2", "--sweep-mesh", "members=4"]
-    run_workers([[str(out), "--fit-mesh", "data=4", *sweeps]], num_devices=4)
+    fits = ["--fit-mesh", "data=4", "--norm-mesh", "data=4"]
+    run_workers([[str(out), *fits, *sweeps]], num_devices=4)
     found = dict(np.load(out))
     assert int(found["num_devices"]) == 4
     assert_matches_reference(found, "fit")
+    assert_matches_reference(found, "norm")  # batch statistics over the whole batch
     assert_matches_reference(found, "sweep", "members=2,data=2:")
     assert_matches_reference(found, "sweep", "members=4:")  # 6 members padded to 8
