@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
 from jaxdl import data as data_lib
 from jaxdl import initializers, models, preflight
+from jaxdl._checks import is_count, is_number
 from jaxdl.layers.activations import NAMES as ACTIVATIONS
 from jaxdl.step import SEED_RANGE
 from jaxdl.train import Hparams, TrainConfig
@@ -36,20 +38,25 @@ def _choice(owner: str, field: str, value: Any, valid: tuple[str, ...]) -> None:
 
 
 def _int_tuple(owner: str, field: str, value: Any, *, allow_empty: bool) -> tuple[int, ...]:
-    """``value`` as a tuple of positive ints (a list from JSON is accepted)."""
-    ok = isinstance(value, list | tuple) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
-    )
+    """``value`` as a tuple of positive Python ints (a list from JSON, NumPy ints are accepted)."""
+    ok = isinstance(value, list | tuple) and all(is_count(v) for v in value)
     if not ok or (not allow_empty and not value):
         kind = "a tuple of positive ints" + ("" if allow_empty else " (at least one)")
         raise ValueError(f"{owner}.{field} must be {kind}, got {value!r}")
-    return tuple(value)
+    return tuple(int(v) for v in value)
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """``value``, a finite real number, as a Python number: a NumPy one (a grid's) would not
+    survive `json.dumps`, as in `TrainConfig`."""
+    if not is_number(value) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return value
+    return value if type(value) in (int, float) else float(value)  # np.float64 too
+
+
+def _set(config, field: str, value: Any) -> None:
+    """Sets ``field`` of a frozen ``config`` in its ``__post_init__`` (a value made plain)."""
+    object.__setattr__(config, field, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +71,7 @@ class ModelConfig:
     kernel: int = 5  # convnet: receptive field of every conv, along each spatial axis
     pool: str = "max"  # convnet: pooling by 2 after each conv block, one of POOLS
     dropout: float = 0.0  # fraction of dense hidden units zeroed in training, in [0, 1)
-    norm: str = "none"  # normalisation before each activation, one of NORMS
+    norm: str = "none"  # normalisation before each hidden activation, one of NORMS
 
     def __post_init__(self):
         owner = "model"
@@ -79,17 +86,25 @@ class ModelConfig:
                 raise ValueError(f"model.hidden must be empty for 'logistic', got {hidden}")
         channels = _int_tuple(owner, "channels", self.channels, allow_empty=False)
         object.__setattr__(self, "channels", channels)
-        if isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel < 1:
+        if not is_count(self.kernel):
             raise ValueError(f"model.kernel must be a positive int, got {self.kernel!r}")
+        _set(self, "kernel", int(self.kernel))
         _choice(owner, "pool", self.pool, POOLS)
         _choice(owner, "norm", self.norm, NORMS)
-        if not 0 <= _number("model.dropout", self.dropout) < 1:
+        _set(self, "dropout", _number("model.dropout", self.dropout))
+        if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
         if self.dropout and not self.resolved_hidden:  # it would silently drop nothing
             raise ValueError(
                 f"model.dropout acts on dense hidden layers and model {self.name!r} has none "
                 f"(model.hidden {self.resolved_hidden}): give hidden widths (--hidden 128) or "
                 f"leave dropout at 0, got {self.dropout!r}"
+            )
+        if self.norm != "none" and self.name != "convnet" and not self.resolved_hidden:
+            raise ValueError(  # the recipe refuses it too: it would normalise nothing
+                f"model.norm acts before dense hidden activations and model {self.name!r} has "
+                f"none (model.hidden {self.resolved_hidden}): give hidden widths (--hidden 128) "
+                f"or leave norm at 'none', got {self.norm!r}"
             )
 
     @property
@@ -119,9 +134,9 @@ class DataConfig:
             raise ValueError(f"data.path must be a string or None, got {self.path!r}")
         for field in ("num_train", "num_test"):
             value = getattr(self, field)
-            bad = isinstance(value, bool) or not isinstance(value, int) or value < 1
-            if value is not None and bad:
+            if value is not None and not is_count(value):
                 raise ValueError(f"data.{field} must be a positive int or None, got {value!r}")
+            _set(self, field, None if value is None else int(value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,21 +158,25 @@ class RunConfig:
             value = getattr(self, field)
             if not isinstance(value, kind):
                 raise ValueError(f"{field} must be a {kind.__name__}, got {value!r}")
-        if not _number("lr", self.lr) > 0:
+        for field in ("lr", "weight_decay", "init_scale"):
+            _set(self, field, _number(field, getattr(self, field)))
+        if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not _number("weight_decay", self.weight_decay) >= 0:
+        if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not _number("init_scale", self.init_scale) > 0:
+        if not self.init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {self.init_scale!r}")
         seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            seed = None  # refused below; a NumPy int is taken, as `TrainConfig`'s counts are
+        if seed is None or int(seed) not in SEED_RANGE:
             # checked here, not first by `fit`: a bad seed then leaves no run folder behind
-            raise ValueError(f"seed must be an int in [-2**63, 2**63), got {seed!r}")
+            raise ValueError(f"seed must be an int in [-2**63, 2**63), got {self.seed!r}")
+        _set(self, "seed", int(seed))
         every = self.checkpoint_every
-        if every is not None and (
-            isinstance(every, bool) or not isinstance(every, int) or every < 1
-        ):
+        if every is not None and not is_count(every):
             raise ValueError(f"checkpoint_every must be a positive int or None, got {every!r}")
+        _set(self, "checkpoint_every", None if every is None else int(every))
         if self.out is not None and not isinstance(self.out, str):
             raise ValueError(f"out must be a string or None, got {self.out!r}")
         # TrainConfig checks its counts and names; what it hands to optax unchecked (grad_clip,

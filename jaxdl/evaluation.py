@@ -28,7 +28,9 @@ def evaluate(
 
     Where ``y`` is concrete (called from Python with NumPy or JAX arrays), every label must lie
     in ``[0, num_outputs)`` (one copy of ``y`` to the host); traced (under jit), its range is
-    not checked, and a label out of range gives a NaN loss or never counts as correct.
+    not checked: a label out of range never counts as correct, and its loss is NaN if too large
+    but, if negative, that of the class it wraps to (``-1``: the last), as in
+    `jaxdl.losses.softmax_cross_entropy`.
 
     Args:
       model: the `Layer`.

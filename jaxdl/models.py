@@ -15,11 +15,19 @@ _NORMS = {"layer": layer_norm, "batch": batch_norm}
 
 
 def _norm(kind: str | None) -> Layer | None:
-    if kind is None:
-        return None
-    if kind not in _NORMS:
-        raise ValueError(f"unknown norm {kind!r}; valid: {', '.join(_NORMS)} (or None)")
-    return _NORMS[kind]()
+    return None if kind is None else _NORMS[kind]()
+
+
+def _check_norm(recipe: str, norm, hidden, *, convs: bool) -> None:
+    """Raises unless ``norm`` is ``None`` or a known name with layers to act on: checked up front,
+    since `_norm` is called per layer and an `mlp` without hidden layers calls it for none."""
+    if norm is not None and norm not in _NORMS:
+        raise ValueError(f"{recipe}: unknown norm {norm!r}; valid: {', '.join(_NORMS)} (or None)")
+    if norm is not None and not hidden and not convs:
+        raise ValueError(
+            f"{recipe}: norm applies before each hidden activation and hidden={tuple(hidden)} "
+            f"gives none; pass hidden widths (e.g. hidden=(128,)) or norm=None, got norm={norm!r}"
+        )
 
 
 def _check_widths(recipe: str, name: str, widths) -> None:
@@ -83,7 +91,8 @@ def mlp(
       init_scale: multiplies every initial ``w`` (with ``init="normal"``, the std).
       dropout: fraction of hidden units zeroed in training (0 disables dropout); needs
         ``hidden`` layers.
-      norm: ``None``, ``"layer"`` or ``"batch"`` normalisation before each activation.
+      norm: ``None``, ``"layer"`` or ``"batch"`` normalisation before each activation; needs
+        ``hidden`` layers.
 
     Returns:
       A `Layer` mapping ``[batch, ...features]`` to logits ``[batch, num_classes]``, params named
@@ -121,6 +130,7 @@ def mlp_entries(
     """
     _check_widths("mlp", "hidden", hidden)
     _check_dropout("mlp", dropout, hidden)
+    _check_norm("mlp", norm, hidden, convs=False)
     act = get_activation(activation)
     stack = _dense_stack(hidden, num_classes, act, init, init_scale, dropout, norm, first_act=1)
     return [("flatten", flatten), *stack]
@@ -222,6 +232,7 @@ def convnet_entries(
     _check_widths("convnet", "channels", channels)
     _check_widths("convnet", "hidden", hidden)
     _check_dropout("convnet", dropout, hidden)
+    _check_norm("convnet", norm, hidden, convs=bool(channels))
     act = get_activation(activation)
     entries = []
     for i, width in enumerate(channels, start=1):

@@ -436,3 +436,37 @@ def test_dropout_without_hidden_layers_is_refused(recipe):
         entries(hidden=(), dropout=0.5)
     names = [n for n, _ in entries(hidden=(4,), dropout=0.5)]
     assert "dropout1" in names
+
+
+@pytest.mark.parametrize("hidden", [(), (4,)])
+def test_an_unknown_norm_is_refused_even_where_no_layer_would_use_it(hidden):
+    """`mlp` built its norm layers only per hidden layer: with ``hidden=()`` any name passed."""
+    for build in (jaxdl.mlp, jaxdl.models.mlp_entries):
+        with pytest.raises(ValueError, match="^mlp: unknown norm 'bogus'; valid: layer, batch"):
+            build(hidden=hidden, norm="bogus")
+    with pytest.raises(ValueError, match="^convnet: unknown norm 'bogus'; valid: layer, batch"):
+        jaxdl.convnet(hidden=hidden, norm="bogus")
+
+
+def test_a_norm_without_layers_to_normalise_is_refused():
+    """An `mlp` without hidden layers has nothing a norm acts on (it normalises before each
+    hidden activation): like dropout, it was silently left out. A convnet normalises its convs."""
+    expected = (
+        "mlp: norm applies before each hidden activation and hidden=() gives none; pass "
+        "hidden widths (e.g. hidden=(128,)) or norm=None, got norm='batch'"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        jaxdl.mlp(hidden=(), norm="batch")
+    names = [n for n, _ in jaxdl.models.convnet_entries(channels=(2,), hidden=(), norm="layer")]
+    assert "conv_norm1" in names
+
+
+def test_a_model_config_with_a_norm_and_nothing_to_normalise_is_refused():
+    from jaxdl.config import ModelConfig
+
+    with pytest.raises(ValueError, match=r"^model.norm acts .* model 'logistic' has none"):
+        ModelConfig(name="logistic", norm="batch")
+    with pytest.raises(ValueError, match=r"^model.norm acts .* got 'layer'"):
+        ModelConfig(name="mlp", hidden=(), norm="layer")
+    assert ModelConfig(name="convnet", norm="batch").norm == "batch"  # its convs are normalised
+    assert ModelConfig(name="mlp", hidden=(4,), norm="batch").norm == "batch"

@@ -611,6 +611,19 @@ def test_evaluate_equals_a_full_batch_computation(small, batch_size):
     assert float(result["accuracy"]) == pytest.approx(float(jaxdl.accuracy(logits, y)))
 
 
+def test_evaluate_under_jit_takes_out_of_range_labels_as_documented():
+    """Its docstring said a traced label out of range gave a NaN loss; a negative one wraps."""
+    model = jaxdl.mlp(hidden=(), num_classes=3, init="zeros")
+    params, model_state = model.init(jax.random.key(0), jnp.zeros((1, 2)))
+    params["dense1"]["b"] = jnp.asarray([0.0, 1.0, 2.0])
+    x = jnp.zeros((2, 2))
+    result = jax.jit(lambda y: jaxdl.evaluate(model, params, model_state, x, y, batch_size=1))
+    wrapped, last = result(jnp.asarray([-1, -1])), result(jnp.asarray([2, 2]))
+    np.testing.assert_allclose(wrapped["loss"], last["loss"], rtol=1e-6)  # finite, class 2's
+    assert float(wrapped["accuracy"]) == 0.0 and float(last["accuracy"]) == 1.0
+    assert np.isnan(float(result(jnp.asarray([3, 0]))["loss"]))
+
+
 def test_evaluate_refuses_an_empty_set_or_labels_not_one_per_input():
     model = jaxdl.mlp(hidden=(), num_classes=3, init="zeros")
     params, model_state = model.init(jax.random.key(0), jnp.zeros((1, 4)))
@@ -764,6 +777,39 @@ def test_numpy_warmup_momentum_and_clip_become_python_numbers():
     assert type(config.grad_clip) is float  # JSON-ready, as the counts are
     run = run_config.RunConfig(train=config)  # preflight accepts them
     assert run_config.from_dict(json.loads(json.dumps(run_config.to_dict(run)))) == run
+
+
+def test_run_config_takes_numpy_numbers_as_python_ones():
+    """A NumPy ``lr`` (a grid from ``np.geomspace``) was refused as "not a finite number"; every
+    number of a `RunConfig` becomes a Python one, as `TrainConfig`'s do (JSON-ready)."""
+    model = run_config.ModelConfig(
+        name="convnet",
+        hidden=(np.int64(8),),
+        channels=[np.int32(4)],
+        kernel=np.int64(3),
+        dropout=np.float32(0.25),
+    )
+    data = run_config.DataConfig(num_train=np.int64(64), num_test=np.int32(32))
+    run = run_config.RunConfig(
+        model=model,
+        data=data,
+        lr=np.float32(0.5),
+        weight_decay=np.float64(0.0),
+        init_scale=np.float32(2),
+        seed=np.int64(3),
+        checkpoint_every=np.int32(10),
+    )
+    numbers = [
+        model.hidden[0], model.channels[0], model.kernel, model.dropout, data.num_train,
+        data.num_test, run.lr, run.weight_decay, run.init_scale, run.seed, run.checkpoint_every,
+    ]  # fmt: skip
+    assert [type(n) for n in numbers] == [int] * 3 + [float] + [int] * 2 + [float] * 3 + [int] * 2
+    assert (run.lr, model.dropout, run.seed) == (0.5, 0.25, 3)
+    assert run_config.from_dict(json.loads(json.dumps(run_config.to_dict(run)))) == run
+    with pytest.raises(ValueError, match=r"^lr must be a finite number, got np.float32\(nan\)"):
+        run_config.RunConfig(lr=np.float32("nan"))
+    with pytest.raises(ValueError, match=r"^model.kernel must be a positive int, got np.True_"):
+        run_config.ModelConfig(kernel=np.True_)
 
 
 def test_an_eager_init_state_is_one_program_with_fit_s_values(caplog):
