@@ -234,6 +234,7 @@ def convnet_entries(
     _check_dropout("convnet", dropout, hidden)
     _check_norm("convnet", norm, hidden, convs=bool(channels))
     act = get_activation(activation)
+    pooling = None if pool is None else pool_layer(pool, pool_size)  # checked with no convs too
     entries = []
     for i, width in enumerate(channels, start=1):
         entries.append(
@@ -242,8 +243,8 @@ def convnet_entries(
         if norm is not None:
             entries.append((f"conv_norm{i}", _norm(norm)))
         entries.append((f"act{i}", act))
-        if pool is not None:
-            entries.append((f"pool{i}", pool_layer(pool, pool_size)))
+        if pooling is not None:
+            entries.append((f"pool{i}", pooling))
     entries.append(("flatten", flatten))
     head = _dense_stack(
         hidden, num_classes, act, init, init_scale, dropout, norm, first_act=len(channels) + 1

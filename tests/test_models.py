@@ -448,6 +448,12 @@ def test_an_unknown_norm_is_refused_even_where_no_layer_would_use_it(hidden):
         jaxdl.convnet(hidden=hidden, norm="bogus")
 
 
+def test_an_unknown_pooling_is_refused_even_without_conv_blocks():
+    """`convnet` built its pooling per conv block: with ``channels=()`` any name passed."""
+    with pytest.raises(ValueError, match="^unknown pooling 'bogus'; valid: max, avg"):
+        jaxdl.convnet(channels=(), pool="bogus")
+
+
 def test_a_norm_without_layers_to_normalise_is_refused():
     """An `mlp` without hidden layers has nothing a norm acts on (it normalises before each
     hidden activation): like dropout, it was silently left out. A convnet normalises its convs."""
