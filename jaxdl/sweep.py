@@ -84,6 +84,10 @@ def _axis_lists(axes: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         raise TypeError(f"sweep: axes must be a mapping {{axis: [values]}}, got {axes!r}")
     lists = {}
     for name, values in axes.items():
+        if not isinstance(name, str):  # a model function takes the static axes as keywords
+            raise TypeError(
+                f"sweep axis {name!r}: expected a name (str), got {type(name).__name__} {name!r}"
+            )
         if name in RESULT_COLUMNS:
             raise ValueError(
                 f"sweep axis {name!r} would overwrite the result column of that name; the "
@@ -94,7 +98,9 @@ def _axis_lists(axes: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if isinstance(values, str | bytes) or not isinstance(values, Sequence | range):
             raise ValueError(f"sweep axis {name!r}: expected a list of values, got {values!r}")
         if len(values) == 0:
-            raise ValueError(f"sweep axis {name!r} has no values")
+            raise ValueError(
+                f"sweep axis {name!r} has no values: expected at least one, got {values!r}"
+            )
         lists[name] = [_plain(v) for v in values]
     return lists
 
@@ -378,7 +384,7 @@ def _run_population(
             )
             state, history = run(program, program.init(init_seed, data_seed, hp), hp, index)
             states.append(state)
-            histories.append(history)
+            histories.append(dict(history))  # a plain dict: `History` is a pytree leaf
         return _stack(states), jax.tree.map(lambda *xs: np.stack(xs), *histories), strategy
 
     def population_args(indices):

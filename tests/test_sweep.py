@@ -361,6 +361,15 @@ def test_numpy_and_jax_arrays_are_axes_of_plain_python_values(tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text())["axes"]["lr"] == lrs.tolist()
 
 
+def test_an_axis_name_that_is_not_a_string_is_refused():
+    """A model function takes the static axes as keywords: an int name failed in Python's call
+    ("keywords must be strings"), or, with a Layer, in difflib ("'int' object is not iterable")."""
+    with pytest.raises(TypeError, match=r"sweep axis 1: expected a name \(str\), got int 1"):
+        members_of({"seed": [0], 1: [8, 16]})
+    with pytest.raises(TypeError, match=r"sweep axis 1: expected a name \(str\), got int 1"):
+        jaxdl.sweep(jaxdl.mlp(), digits(), {1: [8, 16]}, config=CONFIG)
+
+
 def test_an_axis_named_like_a_result_column_is_refused():
     with pytest.raises(ValueError, match="axis 'seconds' would overwrite the result column"):
         members_of({"seed": [0], "seconds": [1, 2]})
@@ -371,7 +380,7 @@ def test_unknown_strategy_and_empty_axes_raise():
         jaxdl.sweep(jaxdl.mlp(), digits(), AXES, config=CONFIG, strategy="pmap")
     for name in STRATEGIES:
         assert name in str(raised.value)
-    with pytest.raises(ValueError, match="'seed' has no values"):
+    with pytest.raises(ValueError, match=r"'seed' has no values: expected at least one, got \[\]"):
         jaxdl.sweep(jaxdl.mlp(), digits(), {"seed": [], "lr": [1e-3]}, config=CONFIG)
     with pytest.raises(ValueError, match="expected a list"):
         jaxdl.sweep(jaxdl.mlp(), digits(), {"lr": 1e-3}, config=CONFIG)
