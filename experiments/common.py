@@ -25,9 +25,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def pct(values: Sequence[float]) -> str:
-    """Accuracies in ``[0, 1]`` as ``"93.4 ± 0.5"`` (percent, mean ± std over seeds)."""
+    """Accuracies in ``[0, 1]`` as ``"93.4 ± 0.5"`` (percent, mean ± std over seeds); ``n/a``
+    when one is NaN (`jaxdl.evaluate` of a diverged network whose logits are NaN)."""
     mean, std = mean_std(values)
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if math.isfinite(mean) else "n/a"
 
 
 def geomean(values: Sequence[float]) -> float:
@@ -146,22 +147,38 @@ def _parse_value(text: str, current: Any) -> Any:
 
 def check_counts(config: Any, names: Sequence[str], *, minimum: int = 1) -> None:
     """Raises a ValueError naming the key unless each named field of ``config`` (an int or a
-    tuple of ints) is at least ``minimum``."""
+    non-empty tuple of ints) is at least ``minimum``."""
     for name in names:
         value = getattr(config, name)
         values = value if isinstance(value, tuple) else (value,)
-        if not all(type(v) is int and v >= minimum for v in values):
+        # an empty tuple (``--set depths=``) would pass ``all`` and fail deep in the run
+        if not values or not all(type(v) is int and v >= minimum for v in values):
             what = "ints" if isinstance(value, tuple) else "an int"
             raise ValueError(f"config key {name!r}: expected {what} >= {minimum}, got {value!r}")
 
 
 def check_choices(config: Any, name: str, valid: Sequence[str]) -> None:
     """Raises a ValueError naming the key and the valid values unless each value of the field
-    ``name`` (a string or a tuple of them) is one of ``valid``."""
+    ``name`` (a string or a non-empty tuple of them) is one of ``valid``."""
     value = getattr(config, name)
+    if value == ():
+        raise ValueError(f"config key {name!r}: expected one or more of {', '.join(valid)}, got ()")
     unknown = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in valid]
     if unknown:
         raise ValueError(f"config key {name!r}: unknown {unknown}; valid: {', '.join(valid)}")
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """Raises a ValueError naming ``out_dir`` unless it is a folder or can be made one (its
+    nearest existing ancestor is a folder): checked before a study trains, not when it writes."""
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"config key 'out_dir' (--out): expected a folder, got {os.fspath(out_dir)!r}, "
+            f"where {existing!r} is a file"
+        )
 
 
 def override(config: Any, assignments: Sequence[str]) -> Any:
@@ -222,6 +239,7 @@ def main(
         config = dataclasses.replace(config, out_dir=args.out)
     try:
         config = override(config, args.set)
+        check_out_dir(config.out_dir)
     except ValueError as error:
         parser.error(str(error))
     return run(config)

@@ -44,6 +44,16 @@ class Config:
     def __post_init__(self):  # what --set may get wrong, named before anything trains
         common.check_counts(self, ["channels", "steps", "batch_size", "maps_shown"])
         common.check_counts(self, ["examples"], minimum=0)
+        if self.maps_shown > self.channels[0]:  # act1 has channels[0] maps to show
+            raise ValueError(
+                f"config key 'maps_shown': expected at most channels[0] = {self.channels[0]}, "
+                f"got {self.maps_shown}"
+            )
+        decays = self.weight_decays  # one network, and one label, per distinct decay >= 0
+        if not decays or len(set(decays)) < len(decays) or not all(d >= 0 for d in decays):
+            raise ValueError(
+                f"config key 'weight_decays': expected distinct numbers >= 0, got {decays!r}"
+            )
 
     def quick(self) -> Config:
         """The version the tests run: fewer steps."""
@@ -186,8 +196,14 @@ def run(config: Config) -> dict:
       ``learned, Adam``, ...): ``test_accuracy`` of its network (trained sets),
       `filter_stats`, and ``probe_accuracy`` of the linear read-out on its frozen features.
     """
+    common.check_out_dir(config.out_dir)  # before training, not after
     watch = common.Stopwatch()
     data = jaxdl.data.load("digits")
+    if max(config.examples) >= data.num_test:  # checked before training, not when drawing
+        raise ValueError(
+            f"config key 'examples': expected indices of test digits in [0, {data.num_test}), "
+            f"got {config.examples!r}"
+        )
     entries = jaxdl.convnet_entries(config.channels, num_classes=data.num_classes)
     model = jaxdl.serial(*entries)
     result = jaxdl.sweep(  # both weight decays from the same start, vmapped

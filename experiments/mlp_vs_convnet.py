@@ -147,6 +147,7 @@ def run(config: Config) -> dict:
       model) with the per-seed ``test_accuracy``; ``reproduced`` says whether the MNIST-1D means
       reach `TARGETS`.
     """
+    common.check_out_dir(config.out_dir)  # before training, not after
     watch = common.Stopwatch()
     loaded: dict[str, jaxdl.data.Dataset] = {}
     records = []

@@ -52,10 +52,16 @@ class Config:
     out_dir: str = f"runs/experiments/{NAME}"  # where results.json, results.md, PNGs go
 
     def __post_init__(self):  # what --set may get wrong, named before anything trains
-        common.check_counts(self, ["pad", "probe_pad"], minimum=0)
+        common.check_counts(self, ["shifts", "pad", "probe_pad"], minimum=0)
         common.check_counts(self, ["probe_examples", "channels", "pool_sizes", "mlp_hidden"])
         common.check_counts(self, ["seeds", "steps", "batch_size"])
         common.check_choices(self, "pools", list(LABELS))
+        side = 8 + 2 * self.probe_pad  # (b) pools the maps of the probe canvases
+        if max(self.pool_sizes) > side:
+            raise ValueError(
+                f"config key 'pool_sizes': expected windows <= {side} (8 + 2 probe_pad), "
+                f"got {self.pool_sizes!r}"
+            )
 
     def quick(self) -> Config:
         """The version the tests run: one ConvNet, two seeds, few steps."""
@@ -91,13 +97,15 @@ def translate(x: jax.Array, rows, cols) -> jax.Array:
 
 
 def interior_max(x: jax.Array, margin) -> jax.Array:
-    """The max of ``x`` ``[N, H, W, C]`` over positions at least ``margin`` from every border."""
+    """The max of ``x`` ``[N, H, W, C]`` over positions at least ``margin`` from every border;
+    NaN where no position is that far in (a canvas too small measures nothing, not 0)."""
     h, w = x.shape[1:3]
     i, j = jnp.arange(h), jnp.arange(w)
     inside = ((i >= margin) & (i < h - margin))[:, None] & ((j >= margin) & (j < w - margin))[
         None, :
     ]
-    return jnp.max(jnp.where(inside[None, :, :, None], x, jnp.zeros_like(x)))
+    largest = jnp.max(jnp.where(inside[None, :, :, None], x, jnp.zeros_like(x)))
+    return jnp.where(jnp.any(inside), largest, jnp.full_like(largest, jnp.nan))
 
 
 def conv_stack(depth: int, channels: int, stride: int = 1, impl: str = "auto") -> jaxdl.Layer:
@@ -288,6 +296,7 @@ def run(config: Config) -> dict:
       ``{"study", "config", "seconds", "equivariance", "invariance", "accuracy"}``; accuracy is
       ``{model: [seeds, shifts]}``.
     """
+    common.check_out_dir(config.out_dir)  # before training, not after
     watch = common.Stopwatch()
     digits = jaxdl.data.load("digits")
     probe = jnp.asarray(pad_digits(digits.x_test[: config.probe_examples], config.probe_pad))

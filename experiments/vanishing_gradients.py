@@ -33,6 +33,7 @@ DERIVATIVES = {
     "relu": lambda z: (z > 0).astype(z.dtype),
 }
 SQUASHING = ("sigmoid", "tanh")  # the activations whose saturation is measured
+BUILT_IN = ("digits", "mnist1d", "mnist1d_shuffled")  # the data sets `load` needs no path for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Config:
     def __post_init__(self):  # what --set may get wrong, named before anything trains
         common.check_counts(self, ["depths", "width", "seeds", "steps", "batch_size"])
         common.check_counts(self, ["chunk_steps", "probe_size"])
+        common.check_choices(self, "data", BUILT_IN)
         # the probe needs act'(z) of each activation
         common.check_choices(self, "activations", list(DERIVATIVES))
         common.check_choices(self, "inits", jaxdl.initializers.NAMES)
@@ -434,6 +436,7 @@ def run(config: Config) -> dict:
       ``{"study", "config", "seconds", "records"}``: one record per (depth, activation, init)
       with per-seed arrays (``grad_norm_init`` ``[seeds, layers]``...) and summary ratios.
     """
+    common.check_out_dir(config.out_dir)  # before training, not after
     watch = common.Stopwatch()
     data = jaxdl.data.load(config.data)
     device_data = to_device(data)

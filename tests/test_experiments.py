@@ -22,9 +22,13 @@ def run_quick(module, tmp_path):
     return config, module.run(config)
 
 
+def _refuse_constant(name):
+    raise AssertionError(f"results.json holds {name}: not strict JSON")
+
+
 def assert_written(folder, figures):
     with open(os.path.join(folder, "results.json")) as f:
-        results = json.load(f)  # valid JSON (no NaN)
+        results = json.load(f, parse_constant=_refuse_constant)  # strict JSON: no NaN, Infinity
     with open(os.path.join(folder, "results.md")) as f:
         assert f.read().startswith("# ")
     for name in figures:
@@ -175,6 +179,7 @@ def test_override_and_cli():
 
 def test_summary_helpers():
     assert common.pct([0.5, 0.7]) == "60.0 ± 14.1"
+    assert common.pct([0.5, math.nan]) == "n/a"  # a diverged net's NaN accuracy: not "nan ± nan"
     assert common.geomean([1e-2, 1.0]) == pytest.approx(0.1)
     assert math.isnan(common.geomean([1.0, -1.0]))
     assert common.markdown_table([{"a": 1, "b": 0.5}]) == "| a | b |\n|---|---|\n| 1 | 0.5 |"
@@ -211,6 +216,20 @@ def test_vanishing_gradients_rejects_what_it_cannot_probe():
         (mlp_vs_convnet, "mlp_hidden=100,0", "'mlp_hidden': expected ints >= 1, got (100, 0)"),
         (feature_maps, "steps=0", "config key 'steps': expected an int >= 1, got 0"),
         (vanishing_gradients, "steps=150", "'steps': 150 must be a multiple of chunk_steps (100)"),
+        # empty tuples: accepted before, then a traceback from the plots (or after training)
+        (vanishing_gradients, "depths=", "config key 'depths': expected ints >= 1, got ()"),
+        (vanishing_gradients, "activations=", "'activations': expected one or more of sigmoid, "),
+        (mlp_vs_convnet, "runs=", "config key 'runs': expected one or more of mnist1d/logistic"),
+        (translation, "shifts=", "config key 'shifts': expected ints >= 0, got ()"),
+        (feature_maps, "examples=", "config key 'examples': expected ints >= 0, got ()"),
+        # values a study can only fail on after training (or with a misleading library error)
+        (vanishing_gradients, "data=mnist", "'data': unknown ['mnist']; valid: digits, mnist1d, "),
+        (translation, "shifts=1,-1", "config key 'shifts': expected ints >= 0, got (1, -1)"),
+        (translation, "pool_sizes=2,30", "'pool_sizes': expected windows <= 24 (8 + 2 probe_pad)"),
+        (feature_maps, "maps_shown=64", "'maps_shown': expected at most channels[0] = 32, got 64"),
+        (feature_maps, "weight_decays=", "'weight_decays': expected distinct numbers >= 0, got ()"),
+        (feature_maps, "weight_decays=1,1", "'weight_decays': expected distinct numbers >= 0"),
+        (feature_maps, "weight_decays=0,-1", "'weight_decays': expected distinct numbers >= 0"),
     ],
 )
 def test_bad_set_values_are_one_error_line_naming_the_key(capsys, study, assignment, message):
@@ -235,3 +254,42 @@ def test_translation_measures_every_nonzero_shift():
     rows = translation.equivariance(config, x, jax.random.key(0))
     assert sorted({r["shift"] for r in rows}) == [1, 2]
     assert all(r["max_abs_error"] < 1e-5 for r in rows if r["stride"] == 1), rows
+
+
+def test_out_dir_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    """``--out`` naming a file (or a folder under one) is one error line, before anything runs,
+    and the file is left as it was; `run` refuses it before training too."""
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("mine\n")
+    for out in (user_file, user_file / "sub"):
+        with pytest.raises(SystemExit) as exited:
+            common.main("x", feature_maps.Config, lambda c: pytest.fail("ran"), ["--out", str(out)])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert "config key 'out_dir' (--out): expected a folder" in error, error
+    assert user_file.read_text() == "mine\n"
+    config = dataclasses.replace(feature_maps.Config(), steps=1, out_dir=str(user_file))
+    with pytest.raises(ValueError, match="config key 'out_dir'"):
+        feature_maps.run(config)
+
+
+def test_feature_maps_refuses_examples_past_the_test_set(tmp_path):
+    """The digits to draw are checked against the test set before training, not when drawn."""
+    config = dataclasses.replace(
+        feature_maps.Config(), steps=1, examples=(0, 360), out_dir=str(tmp_path)
+    )
+    with pytest.raises(ValueError, match=r"'examples': expected indices .* in \[0, 360\)"):
+        feature_maps.run(config)
+    assert not os.listdir(tmp_path)
+
+
+def test_translation_interior_max_of_no_interior_is_nan():
+    """A margin that leaves no interior measures nothing: NaN (``n/a``), never a perfect 0."""
+    x = jax.numpy.ones((2, 8, 8, 1))
+    assert float(translation.interior_max(x, 3)) == 1.0  # rows and columns 3 and 4
+    assert math.isnan(float(translation.interior_max(x, 4)))
+    config = dataclasses.replace(translation.Config(), shifts=(3,), probe_pad=0, pool_sizes=(1,))
+    digits = jaxdl.data.load("digits").x_test[:4]
+    x = jax.numpy.asarray(translation.pad_digits(digits, config.probe_pad))  # [4, 8, 8, 1]
+    rows = translation.equivariance(config, x, jax.random.key(0))
+    assert all(math.isnan(r["max_abs_error"]) for r in rows), rows  # the stride-2 one was 0
