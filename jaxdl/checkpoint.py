@@ -41,13 +41,17 @@ def _to_saveable(state: TrainState) -> dict[str, Any]:
 
 
 def _from_saved(fields: Mapping[str, Any], template: TrainState) -> TrainState:
+    """The state `_to_saveable` saved, its key typed again if ``template``'s is typed (a legacy
+    uint32 ``PRNGKey`` comes back as one)."""
     fields = dict(fields)
-    fields["key"] = jax.random.wrap_key_data(fields["key"], impl=jax.random.key_impl(template.key))
+    if jax.dtypes.issubdtype(template.key.dtype, jax.dtypes.prng_key):
+        impl = jax.random.key_impl(template.key)
+        fields["key"] = jax.random.wrap_key_data(fields["key"], impl=impl)
     return TrainState(**fields)
 
 
-def _leaf_shapes(tree) -> dict[str, tuple]:
-    """``{"params/dense1/w": (64, 10), ...}`` for every leaf."""
+def _leaves(tree) -> dict[str, Any]:
+    """``{"params/dense1/w": leaf, ...}`` for every leaf."""
 
     def name(entry):  # dict key, attribute name (NamedTuple fields) or sequence index
         for attr in ("key", "name", "idx"):
@@ -56,7 +60,33 @@ def _leaf_shapes(tree) -> dict[str, tuple]:
         return str(entry)
 
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(name(p) for p in path): tuple(np.shape(leaf)) for path, leaf in flat}
+    return {"/".join(name(p) for p in path): leaf for path, leaf in flat}
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    """``{"params/dense1/w": (64, 10), ...}`` for every leaf."""
+    return {path: tuple(np.shape(leaf)) for path, leaf in _leaves(tree).items()}
+
+
+def _leaf_dtypes(tree) -> dict[str, str]:
+    """``{"params/dense1/w": "float32", ...}`` for every leaf that has a dtype."""
+    dtypes = {path: getattr(leaf, "dtype", None) for path, leaf in _leaves(tree).items()}
+    return {path: np.dtype(dtype).name for path, dtype in dtypes.items() if dtype is not None}
+
+
+def describe_dtype_mismatch(expected: dict[str, str], found: dict[str, str]) -> str:
+    """What differs between two ``{path: dtype}`` maps, in one line (empty if nothing).
+
+    Orbax casts a restored array to the template's dtype without a word, so a float32
+    checkpoint restored into a bfloat16 state would come back rounded: a different run.
+    """
+    params_first = sorted(set(expected) & set(found), key=lambda k: (not k.startswith("params"), k))
+    retyped = [
+        f"{k}: expected {expected[k]}, found {found[k]}"
+        for k in params_first
+        if expected[k] != found[k]
+    ]
+    return "dtypes differ: " + "; ".join(retyped[:5]) if retyped else ""
 
 
 def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str:
@@ -315,8 +345,8 @@ class Checkpointer:
         """The newest checkpoint that restores cleanly (or ``step``), checked against ``template``.
 
         A damaged newest checkpoint is reported by a warning naming it, and the next older one is
-        tried. A checkpoint whose names or shapes differ from ``template`` raises at once, saying
-        what differs: it belongs to another model or config.
+        tried. A checkpoint whose names, shapes or dtypes differ from ``template`` raises at once,
+        saying what differs: it belongs to another model or config (orbax would cast a dtype).
 
         Args:
           template: a `TrainState` of the run being resumed (e.g. its initial state).
@@ -334,12 +364,16 @@ class Checkpointer:
             )
         steps = saved if step is None else [step]
         expected = _to_saveable(template)
-        expected_shapes = _leaf_shapes(expected)
+        expected_shapes, expected_dtypes = _leaf_shapes(expected), _leaf_dtypes(expected)
         for candidate in reversed(steps):
             path = os.path.join(self.directory, str(candidate))
-            found_shapes = self._saved_shapes(candidate)
-            if found_shapes is not None:
-                difference = describe_mismatch(expected_shapes, found_shapes)
+            found = self._saved_leaves(candidate)
+            if found is not None:
+                differences = (
+                    describe_mismatch(expected_shapes, _leaf_shapes(found)),
+                    describe_dtype_mismatch(expected_dtypes, _leaf_dtypes(found)),
+                )
+                difference = "; ".join(d for d in differences if d)
                 if difference:
                     raise CheckpointError(
                         f"checkpoint {path} is from a different model or config: {difference}"
@@ -360,18 +394,15 @@ class Checkpointer:
             f"no valid checkpoint in {self.directory}: all of {steps} are damaged"
         )
 
-    def _saved_shapes(self, step: int) -> dict[str, tuple] | None:
-        """Leaf shapes recorded in a checkpoint's metadata, or None if unreadable."""
+    def _saved_leaves(self, step: int) -> Any:
+        """The tree of leaf metadata (orbax's, with ``shape`` and ``dtype``) recorded in a
+        checkpoint, or None if unreadable."""
         try:
             metadata = self._manager.item_metadata(step)
         except Exception:
             return None
         tree = getattr(metadata, "tree", metadata)
-        if tree is None:
-            return None
-        return _leaf_shapes(
-            jax.tree.map(lambda m: np.empty(getattr(m, "shape", ()), np.int8), tree)
-        )
+        return tree
 
     def close(self) -> None:
         """Waits for pending writes and releases the manager."""

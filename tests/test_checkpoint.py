@@ -11,7 +11,7 @@ import pytest
 
 import jaxdl
 from jaxdl.checkpoint import Checkpointer, CheckpointError
-from jaxdl.train import Hparams, TrainConfig, fit
+from jaxdl.train import Hparams, TrainConfig, TrainState, fit
 
 CONFIG = TrainConfig(steps=60, chunk_steps=10, batch_size=32, eval_every=30)
 
@@ -94,6 +94,55 @@ def test_checkpoint_of_another_model_names_what_differs(data, tmp_path):
         match=r"different model or config: .*params/dense1/w: expected \(64, 9\), found \(64, 8\)",
     ):
         Checkpointer(tmp_path).restore(other)
+
+
+def test_checkpoint_of_another_dtype_is_refused_not_cast(data, tmp_path):
+    """Orbax would cast float32 params into a bfloat16 template without a word."""
+    state, _ = fit(
+        jaxdl.mlp(hidden=(8,)), data, CONFIG, checkpointer=Checkpointer(tmp_path, every=60)
+    )
+    params = jax.tree.map(lambda p: p.astype(jax.numpy.bfloat16), state.params)
+    with pytest.raises(
+        CheckpointError,
+        match=r"different model or config: dtypes differ: "
+        r"params/dense1/b: expected bfloat16, found float32",
+    ):
+        Checkpointer(tmp_path).restore(state._replace(params=params))
+    with pytest.raises(
+        CheckpointError, match=r"dtypes differ: step: expected float32, found int32"
+    ):
+        Checkpointer(tmp_path).restore(state._replace(step=state.step.astype(np.float32)))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [jax.random.key(7), jax.random.key(7, impl="rbg"), jax.random.PRNGKey(7)],
+    ids=["typed", "rbg", "legacy_uint32"],
+)
+def test_round_trip_is_exact_in_values_dtypes_and_key_type(tmp_path, key):
+    jnp = jax.numpy
+    state = TrainState(
+        params={
+            "w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3) / 7,
+            "h": jnp.ones(2, "bfloat16"),
+        },
+        model_state={"mean": jnp.full((3,), 0.1, jnp.float32)},
+        opt_state=({"count": jnp.int32(4)}, ()),
+        step=jnp.int32(5),
+        key=key,
+        diverged_at=jnp.int32(-1),
+    )
+    checkpointer = Checkpointer(tmp_path, every=5)
+    checkpointer.save(5, state)
+    step, restored = Checkpointer(tmp_path).restore(state)
+    assert step == 5
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    for saved, back in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        assert back.dtype == saved.dtype and back.shape == saved.shape
+        if jax.dtypes.issubdtype(saved.dtype, jax.dtypes.prng_key):
+            assert jax.random.key_impl(back) == jax.random.key_impl(saved)
+            saved, back = jax.random.key_data(saved), jax.random.key_data(back)
+        np.testing.assert_array_equal(np.asarray(back), np.asarray(saved))
 
 
 def test_config_round_trip_and_missing_config(tmp_path):
