@@ -7,7 +7,6 @@ same compiled pieces as a run trained alone.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -66,6 +65,30 @@ def chunk_plan(config: TrainConfig) -> list[int]:
     size = min(config.chunk_steps, config.steps)
     full, rest = divmod(config.steps, size)
     return [size] * full + ([rest] if rest else [])
+
+
+def chunks_from(config: TrainConfig, step: int) -> list[int]:
+    """Lengths of the chunks that take a run from ``step`` to ``config.steps``: `chunk_plan`'s
+    from there on, the first one cut short where ``step`` is not a chunk end (a checkpoint saved
+    with another chunking). The batches depend on the step only, so the result does not change."""
+    sizes, end = [], 0
+    for size in chunk_plan(config):
+        end += size
+        if end > step:
+            sizes.append(min(size, end - step))
+    return sizes
+
+
+class Chunks(dict):
+    """``{num_steps: chunk}``, the jitted chunk of any other length built on first use."""
+
+    def __init__(self, build: Callable[[int], Callable], sizes):
+        super().__init__({n: build(n) for n in sizes})
+        self._build = build
+
+    def __missing__(self, num_steps: int) -> Callable:
+        self[num_steps] = chunk = self._build(num_steps)
+        return chunk
 
 
 def eval_due(config: TrainConfig, step_before: int, step_after: int) -> bool:
@@ -155,7 +178,8 @@ class Program(NamedTuple):
       init: ``init(init_seed, data_seed, hparams) -> TrainState``, seeds from `seed_array`:
         the keys are derived inside the program (`seed_keys`), so starting a run compiles no
         eager key programs.
-      chunks: ``{num_steps: chunk(state, hparams, data) -> (state, metrics)}``.
+      chunks: ``{num_steps: chunk(state, hparams, data) -> (state, metrics)}``, one per length
+        of `chunk_plan`; another length is built (and compiled) on first use.
       evaluate: ``evaluate(state, data) -> {"loss", "accuracy"}`` on the test split.
     """
 
@@ -239,7 +263,7 @@ def build_program(
         chunk = make_chunk(model, config, num_steps, loss_fn, mesh=mesh)
         return jitted(chunk, (0, 0, None), (run, shared), **jit_options)
 
-    chunks = {n: compiled_chunk(n) for n in set(chunk_plan(config))}
+    chunks = Chunks(compiled_chunk, sorted(set(chunk_plan(config))))
     return Program(
         jitted(init, (0, 0, 0), run, compiler_options=init_options(platform)),
         chunks,
@@ -266,8 +290,9 @@ def run_program(
     Args:
       program: from `build_program`.
       config: the run's `TrainConfig`.
-      state: the state to start from: step 0, or a restored checkpoint at a chunk end of this
-        ``config`` (another step is a ValueError).
+      state: the state to start from: step 0, or a restored checkpoint at any step up to
+        ``config.steps`` (one saved with another chunking runs a shorter first chunk, to this
+        ``config``'s next chunk end; a later step is a ValueError).
       hparams: the run's `Hparams` (arrays).
       data: the `DeviceData`.
       on_chunk: called after every chunk with the step reached and that chunk's metrics (plus
@@ -284,23 +309,13 @@ def run_program(
     chunks, evals = [], []
     timings = {"compile_s": 0.0, "run_s": 0.0}
     step = int(np.min(sharding.fetch(state.step)))
-    plan = chunk_plan(config)
-    ends = set(itertools.accumulate(plan))
-    if step != 0 and step not in ends:
-        # Chunks have fixed lengths: one begun mid-chunk would run past ``config.steps`` and
-        # record every later chunk at the wrong step.
-        where = "past the end" if step > config.steps else "not a chunk end"
+    if step > config.steps:
         raise ValueError(
-            f"run_program: the state is at step {step}, {where} of this run "
-            f"(steps={config.steps}, chunk_steps={config.chunk_steps}: chunks end at multiples "
-            f"of {plan[0]} and at {config.steps}); resume a checkpoint with the steps and "
-            f"chunk_steps it was saved with"
+            f"run_program: the state is at step {step}, past the end of this run "
+            f"(steps={config.steps}); resume a checkpoint with at least the steps it has run"
         )
-    done = 0
-    for size in plan:
-        if done + size <= step:  # a restored state is already past this chunk
-            done += size
-            continue
+    done = step
+    for size in chunks_from(config, step):
         started = time.perf_counter()
         state, metrics = program.chunks[size](state, hparams, data)
         metrics = jax.device_get(metrics)

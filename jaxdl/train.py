@@ -120,7 +120,8 @@ def fit(
         run whose config, hparams, seed or data (name, shapes, classes) differ from the
         ``run.json`` saved there is refused
         (`CheckpointError` naming what differs), except in its chunking, its evaluation and, on
-        a constant schedule, its ``steps`` (`jaxdl.checkpoint.resume_differences`).
+        a constant schedule, its ``steps`` (`jaxdl.checkpoint.resume_differences`); a
+        checkpoint off the new chunking's chunk ends runs a shorter first chunk to the next one.
         Without it, a checkpointer whose folder already holds checkpoints is refused (they
         would outlive this run's, and orbax's ``keep`` would delete this run's first).
 

@@ -25,6 +25,7 @@ from jaxdl import config as run_config
 from jaxdl import optimizers, train
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data.batching import chunk_indices
+from jaxdl.program import chunks_from
 from jaxdl.train import Hparams, TrainConfig
 
 EXAMPLE = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)  # one digits image
@@ -740,24 +741,35 @@ def test_run_program_logs_a_chunk_before_checkpointing_it(small):
     assert calls == [("log", 2), ("checkpoint", 2), ("log", 4), ("checkpoint", 4)]
 
 
-def test_a_checkpoint_off_this_runs_chunk_ends_is_refused_not_overrun(small, tmp_path):
-    # saved at step 7 with chunk_steps=7; resumed with chunk_steps=5 the chunks of 5 ran from
-    # step 7 (to 12, then 17 of 15 steps) and the history called those steps 10 and 15
+def test_a_checkpoint_off_this_runs_chunk_ends_resumes_with_a_shorter_first_chunk(small, tmp_path):
+    # saved at step 7 with chunk_steps=7, resumed with chunk_steps=5: a chunk of 3 to step 10,
+    # then 5 to 15 (a plain chunk of 5 from step 7 would overrun to 17 and call it step 15)
     model = jaxdl.mlp(hidden=(8,))
     saved = TrainConfig(steps=7, batch_size=32, chunk_steps=7, eval_every=7)
     jaxdl.fit(model, small, saved, checkpointer=Checkpointer(tmp_path, every=7))
-    cases = ((15, 5, "not a chunk end"), (5, 5, "past the end"))  # mid-chunk, past the end
-    for steps, chunk_steps, where in cases:
-        config = TrainConfig(steps=steps, batch_size=32, chunk_steps=chunk_steps)
-        with pytest.raises(ValueError, match=rf"state is at step 7, {where} of this run .*steps="):
-            jaxdl.fit(model, small, config, checkpointer=Checkpointer(tmp_path), resume=True)
-    # on a chunk end it resumes
-    longer = TrainConfig(steps=14, batch_size=32, chunk_steps=7, eval_every=7)
+    config = TrainConfig(steps=15, batch_size=32, chunk_steps=5, eval_every=5)
     state, history = jaxdl.fit(
-        model, small, longer, checkpointer=Checkpointer(tmp_path, every=7), resume=True
+        model, small, config, checkpointer=Checkpointer(tmp_path), resume=True
     )
-    assert int(state.step) == 14
-    np.testing.assert_array_equal(history["step"], [14])
+    np.testing.assert_array_equal(history["step"], [10, 15])
+    np.testing.assert_array_equal(history["eval_step"], [10, 15])
+    alone, _ = jaxdl.fit(model, small, config)  # batches depend on the step, not the chunking
+    assert int(state.step) == 15
+    chex.assert_trees_all_equal(state.params, alone.params)
+    chex.assert_trees_all_equal(state.opt_state, alone.opt_state)
+    # a state past the end is refused, not run
+    shorter = TrainConfig(steps=5, batch_size=32, chunk_steps=5)
+    with pytest.raises(ValueError, match=r"state is at step 15, past the end of this run"):
+        jaxdl.fit(model, small, shorter, checkpointer=Checkpointer(tmp_path), resume=True)
+
+
+def test_chunks_from_a_step_end_on_the_plans_chunk_ends():
+    config = TrainConfig(steps=23, chunk_steps=5)
+    assert chunks_from(config, 0) == [5, 5, 5, 5, 3]
+    assert chunks_from(config, 7) == [3, 5, 5, 3]
+    assert chunks_from(config, 10) == [5, 5, 3]
+    assert chunks_from(config, 21) == [2]
+    assert chunks_from(config, 23) == []
 
 
 def test_integer_arguments_may_be_numpy_or_jax_integers():
