@@ -11,6 +11,7 @@ import functools
 import re
 
 import chex
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,13 @@ from jax import lax
 
 import jaxdl
 from jaxdl.layers import _canonical_conv
-from jaxdl.layers.conv import canonical_conv, dimension_numbers, im2col_conv, resolve_impl
+from jaxdl.layers.conv import (
+    IMPLS,
+    canonical_conv,
+    dimension_numbers,
+    im2col_conv,
+    resolve_impl,
+)
 
 CANONICAL_LABELS = {"b0f_0io->b0f", "b01f_01io->b01f", "b012f_012io->b012f"}
 
@@ -180,6 +187,38 @@ def test_any_geometry_equals_lax_conv_also_under_vmap(data, ndim):
     alone = [jax.jit(grad)(xs[i], ws[i]) for i in range(members)]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *alone)
     chex.assert_trees_all_close(population, stacked, rtol=1e-6, atol=1e-6)
+
+
+@settings(deadline=None, max_examples=10, derandomize=True, database=None)
+@given(
+    data=st.data(),
+    ndim=st.integers(1, 3),
+    padding=st.one_of(
+        st.sampled_from(["SAME", "VALID", 0, 2]), st.tuples(st.integers(0, 3), st.integers(0, 3))
+    ),
+)
+def test_conv_layer_equals_flax_conv_for_every_impl(data, ndim, padding):
+    """The layer with each ``impl`` against ``flax.linen.Conv`` with the same weights: odd
+    sizes and strides where "SAME" pads unevenly (the extra zero last, as XLA), ints and
+    ``(low, high)`` pairs, kernel dilation, windows wider than the input."""
+    draw_axes = functools.partial(st.lists, min_size=ndim, max_size=ndim)
+    window = tuple(data.draw(draw_axes(st.integers(1, 4))))
+    strides = tuple(data.draw(draw_axes(st.integers(1, 3))))
+    dilation = tuple(data.draw(draw_axes(st.integers(1, 2))))
+    pairs = {"SAME": (0, 0), "VALID": (0, 0)}.get(padding, padding)
+    pad = sum(pairs) if isinstance(pairs, tuple) else 2 * pairs
+    spans = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
+    smallest = [1 if padding == "SAME" else max(1, span - pad) for span in spans]
+    sizes = [data.draw(st.integers(low, low + 6)) for low in smallest]
+    padding = [padding] * ndim if isinstance(padding, tuple) else padding
+    x, w = case_arrays((2, *sizes, 3), window, seed=sum(sizes), out=2)
+    b = normal((2,), 9)
+    flax_conv = fnn.Conv(2, window, strides, padding, kernel_dilation=dilation)
+    expected = flax_conv.apply({"params": {"kernel": w, "bias": b}}, x)
+    for impl in IMPLS:
+        layer = jaxdl.conv(2, window, strides, padding, dilation, impl=impl)
+        y, _ = jax.jit(layer.apply)({"w": w, "b": b}, {}, x)
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5, err_msg=impl)
 
 
 # ----------------------------------------------------------------------------- vmap

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdl.layers._util import per_axis, spatial_layout
+from jaxdl.layers._util import compute_dtype, per_axis, spatial_layout
 from jaxdl.layers.conv import Padding, check_fits, explicit_padding
 from jaxdl.types import Layer, LayerError
 
@@ -85,14 +86,16 @@ def _max_window(x, window, strides, padding):
 
 
 def _avg_window(x, window, strides, padding):
-    # The mean over the window's valid (unpadded) elements; a bool sum is not defined, and the
-    # fast path's jnp.mean gives bools a float32 mean.
-    if x.dtype == jnp.bool_:
-        x = x.astype(jnp.float32)
-    zero = np.array(0, x.dtype)
-    total = lax.reduce_window(x, zero, lax.add, window, strides, padding)
-    count = lax.reduce_window(jnp.ones_like(x), zero, lax.add, window, strides, padding)
-    return total / count
+    # The mean over the window's valid (unpadded) elements, in the fast path's jnp.mean dtype
+    # (floats keep theirs, integers and bools get a float) and summed, as it sums, in float32 at
+    # least: a uint8 or int8 sum wraps around (a window of 100s averaged 36), a bfloat16 one
+    # loses bits, and a bool sum is not defined.
+    mean = jax.eval_shape(jnp.mean, x)  # the dtype jnp.mean gives
+    wide = x.astype(compute_dtype(mean))  # [B, *spatial, C]
+    zero = np.array(0, wide.dtype)
+    total = lax.reduce_window(wide, zero, lax.add, window, strides, padding)
+    count = lax.reduce_window(jnp.ones_like(wide), zero, lax.add, window, strides, padding)
+    return (total / count).astype(mean.dtype)
 
 
 def max_pool(
