@@ -6,6 +6,7 @@ import re
 import types
 
 import chex
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -853,6 +854,111 @@ def test_pooling_of_booleans_on_both_paths_matches_their_float_values(kind):
         np.testing.assert_array_equal(y.astype(jnp.float32), expected)
 
 
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.int8, jnp.bfloat16], ids=lambda d: d.__name__)
+def test_avg_pool_sums_small_dtypes_wide_on_both_paths(dtype):
+    """``lax.reduce_window`` summed a uint8 image in uint8: a window of 100s wrapped around
+    and averaged 36, where the reshape path's ``jnp.mean`` (float32 sums) gave 100."""
+    x = jnp.asarray(np.random.default_rng(0).integers(90, 110, (2, 7, 6, 3)), dtype)
+    wide = x.astype(jnp.float32)
+    for stride, padding in [(None, "VALID"), (1, "VALID"), (2, "SAME"), (1, 1)]:
+        layer = jaxdl.avg_pool(3, stride=stride, padding=padding)
+        y, _ = jax.jit(layer.apply)({}, {}, x)
+        expected, _ = layer.apply({}, {}, wide)
+        assert y.dtype == (jnp.bfloat16 if dtype == jnp.bfloat16 else jnp.float32)
+        # bfloat16: one rounding of the float32 mean (half an ulp: at most 2**-8 relative)
+        np.testing.assert_allclose(y.astype(jnp.float32), expected, rtol=2**-8, atol=0)
+
+
+# ----------------------------------------------------------------------------- against flax.linen
+
+
+def per_axis_padding(padding, ndim):
+    """A drawn padding as both jaxdl and flax.linen's pools take it: a string as it is, an int
+    or a ``(low, high)`` pair as one pair per axis."""
+    if isinstance(padding, str):
+        return padding
+    return [(padding, padding) if isinstance(padding, int) else padding] * ndim
+
+
+@settings(deadline=None, max_examples=20, derandomize=True, database=None)
+@given(
+    data=st.data(),
+    ndim=st.integers(1, 3),
+    kind=st.sampled_from(["max", "avg"]),
+    padding=st.one_of(
+        st.sampled_from(["SAME", "VALID", 0, 1]), st.tuples(st.integers(0, 2), st.integers(0, 2))
+    ),
+)
+def test_pools_equal_flax_pools(data, ndim, kind, padding):
+    """Windows other than the stride (overlapping or with gaps), odd sizes and every padding form
+    against ``flax.linen.max_pool`` and ``avg_pool(count_include_pad=False)``: jaxdl's mean is
+    over the window's valid elements, and "SAME" pads where XLA does (the extra zero last)."""
+    draw_axes = functools.partial(st.lists, min_size=ndim, max_size=ndim)
+    window = tuple(data.draw(draw_axes(st.integers(1, 4))))
+    stride = data.draw(st.one_of(st.none(), draw_axes(st.integers(1, 4)).map(tuple)))
+    pairs = {"SAME": None, "VALID": (0, 0)}.get(padding, padding)
+    pairs = (pairs, pairs) if isinstance(pairs, int) else pairs
+    if pairs is not None and max(pairs) >= min(window):  # windows of padding only: refused
+        return
+    low = 1 if pairs is None else max(1, max(window) - sum(pairs))
+    sizes = data.draw(draw_axes(st.integers(low, 9)))
+    x = distinct_inputs((2, *sizes, 3), seed=sum(sizes), dtype=jnp.float32)
+    pads = per_axis_padding(padding, ndim)
+    layer_padding = padding if isinstance(padding, str | int) else pads  # ints as ints
+    layer = jaxdl.pool(kind, window, stride=stride, padding=layer_padding)
+    y, _ = jax.jit(layer.apply)({}, {}, x)
+    strides = window if stride is None else stride
+    if kind == "max":
+        expected = fnn.max_pool(x, window, strides, pads)
+    else:
+        expected = fnn.avg_pool(x, window, strides, pads, count_include_pad=False)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("x_shape", [(6, 5), (3, 4, 5, 6), (2, 3, 3, 2, 4)])
+def test_normalizations_equal_flax(x_shape):
+    """Layer norm over the last axis, batch norm over all but the last, biased variances, the
+    momentum weighting the old running average, epsilon inside the root, as flax.linen."""
+    momentum, epsilon = 0.8, 1e-3
+    rng = np.random.default_rng(len(x_shape))
+    x = jnp.asarray(rng.normal(2.0, 3.0, x_shape), jnp.float32)
+    channels = x_shape[-1]
+    params = {"scale": normal((channels,), 1), "bias": normal((channels,), 2)}
+    variances = jnp.asarray(rng.random(channels) + 0.5, jnp.float32)
+    running = {"mean": normal((channels,), 3), "var": variances}
+
+    y, _ = jaxdl.layer_norm(epsilon).apply(params, {}, x)
+    expected = fnn.LayerNorm(epsilon=epsilon).apply({"params": params}, x)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+    layer = jaxdl.batch_norm(momentum, epsilon)
+    variables = {"params": params, "batch_stats": running}
+    y, state = layer.apply(params, running, x, train=True)
+    flax_train = fnn.BatchNorm(use_running_average=False, momentum=momentum, epsilon=epsilon)
+    expected, updates = flax_train.apply(variables, x, mutable=["batch_stats"])
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(state, updates["batch_stats"], rtol=1e-5, atol=1e-6)
+    y, state = layer.apply(params, running, x, train=False)
+    flax_eval = fnn.BatchNorm(use_running_average=True, momentum=momentum, epsilon=epsilon)
+    np.testing.assert_allclose(y, flax_eval.apply(variables, x), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_equal(state, running)
+
+
+def test_activations_and_their_gradients_are_finite_at_extremes():
+    """float32 inputs of +-1e4 (and 0): no overflow to inf or NaN in a value or a gradient;
+    saturated gradients are 0 or the asymptotic slope."""
+    x = jnp.array([-1e4, -100.0, 0.0, 100.0, 1e4], jnp.float32)
+    slopes_at_minus_1e4 = {"leaky_relu": 0.01, "log_sigmoid": 1.0, "identity": 1.0}
+    for name in ACTIVATIONS:
+        layer = jaxdl.activation(name)
+        y, _ = layer.apply({}, {}, x)
+        grad = jax.vmap(jax.grad(lambda v, layer=layer: layer.apply({}, {}, v)[0]))(x)
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(grad)), name
+        far_right = 0.0 if name in ("sigmoid", "tanh", "log_sigmoid") else 1.0
+        far_left = slopes_at_minus_1e4.get(name, 0.0)
+        np.testing.assert_allclose(np.asarray(grad)[[0, -1]], [far_left, far_right], err_msg=name)
+
+
 # ----------------------------------------------------------------------------- error messages
 
 
@@ -1299,3 +1405,15 @@ def test_errors_inside_serial_name_the_layer():
     ) as info:
         model.apply(params, state, jnp.zeros((1, 4)), train=True)
     assert (info.value.kind, info.value.path) == ("dropout", ("dropout1",))
+
+
+@pytest.mark.parametrize("name", jaxdl.layers.activations.NAMES)
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.uint8, jnp.bool_])
+def test_activations_take_integer_inputs_as_float32(name, dtype):
+    """As every other layer does: `sigmoid` raised JAX's TypeError on integers, and `elu`,
+    `leaky_relu` a promotion error under strict promotion."""
+    layer = jaxdl.layers.activation(name)
+    x = jnp.asarray([0, 1, 2, 3], dtype)
+    y, _ = layer.apply({}, {}, x)
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(y, layer.apply({}, {}, x.astype(jnp.float32))[0])

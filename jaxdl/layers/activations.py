@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
+from jaxdl.layers._util import param_dtype
 from jaxdl.types import Layer
 
 
@@ -22,14 +24,16 @@ def elementwise(fn: Callable[[jax.Array], jax.Array], kind: str) -> Layer:
       kind: the layer's kind name (``"relu"``), used for generated names and errors.
 
     Returns:
-      A `Layer` mapping ``[batch, ...]`` to ``[batch, ...]``.
+      A `Layer` mapping ``[batch, ...]`` to ``[batch, ...]``, in the input's dtype if floating,
+      else float32.
     """
 
     def init(key, x):
         return {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        return fn(x), state
+        x = jnp.asarray(x)
+        return fn(x.astype(param_dtype(x))), state  # integers as float32, as every layer takes them
 
     return Layer(init, apply, kind)
 
