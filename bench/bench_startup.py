@@ -189,13 +189,16 @@ def run(quick: bool = False) -> list[Table]:
     kinds = ["jaxdl"] if quick else ["jaxdl", "jaxdl_program", "hand"]
     kinds += ["torch"] if not quick and common.import_torch() else []
 
+    def rotated(names: list[str], r: int) -> list[str]:  # who goes first changes every repeat
+        return names[r % len(names) :] + names[: r % len(names)]
+
     imports = {"jaxdl": [], "jax, optax": []}
-    for _ in range(import_repeats):  # interleaved, as the in-process timings
-        for modules in imports:
+    for r in range(import_repeats):  # interleaved and rotated, as the in-process timings
+        for modules in rotated(list(imports), r):
             imports[modules].append(run_script(IMPORT.format(modules=modules))["result"]["s"])
     firsts = {kind: [] for kind in kinds}
-    for _ in range(step_repeats):
-        for kind in kinds:
+    for r in range(step_repeats):
+        for kind in rotated(kinds, r):
             firsts[kind].append(run_script(FIRST_STEP[kind])["result"])
     if not quick:  # the jaxdl script with the compilation cache: first empty, then warm
         firsts["empty_cache"], firsts["cached"] = [], []
@@ -269,8 +272,9 @@ def run(quick: bool = False) -> list[Table]:
             ["measure", "import jaxdl", "import jax, optax", "ratio", "target", "noise"],
             import_rows,
             [
-                f"{import_repeats} interleaved subprocesses each; the clock covers the import "
-                "statement only (not interpreter start-up). ratio: median of per-pair ratios; "
+                f"{import_repeats} interleaved subprocesses each (which goes first "
+                "alternates); the clock covers the import statement only (not interpreter "
+                "start-up). ratio: median of per-pair ratios; "
                 "noise: ± half their relative IQR.",
             ],
         ),

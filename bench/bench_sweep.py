@@ -16,8 +16,9 @@ The implementations, all timed in the same interleaved repeats:
   first member, and a chunked plan (what ``auto`` runs on CPU for a dense net whose population
   outgrows `jaxdl.sweep.CPU_STATE_BUDGET`; ``chunked(M)`` in the tables) on its first chunk of
   M members. The time to the first chunk is the compile-table entry. A persistent
-  compilation cache in a temporary folder (`persistent_cache`) lets the repeated calls load
-  their programs instead of compiling them again; the steady chunks run the same executable.
+  compilation cache in a temporary folder of each (network, K) (`persistent_cache`; the
+  runners compile outside it) lets the repeated calls load their programs instead of compiling
+  them again; the steady chunks run the same executable.
 - **jaxdl whole-run scan**: ``jax.jit(jax.vmap(jaxdl.make_train(...)))`` over K keys, a whole
   run of ``2 * chunk_steps`` steps per call (init, one scan, one test evaluation), compiled
   once; its init and evaluation count against it. Its members run in the parts that
@@ -79,6 +80,7 @@ from bench.bench_mlp import hand_init as mlp_hand_init
 from bench.bench_mlp import hand_step
 from bench.common import Table, verdict
 from jaxdl.parts import auto_parts
+from jaxdl.sweep import choose_strategy
 
 NAME = "sweep"
 KS = (1, 8, 32, 128)  # population sizes (seeds)
@@ -332,9 +334,35 @@ def time_sweep(
     if len(steady) < min_chunks:
         raise RuntimeError(f"sweep {strategy}: {len(steady)} steady chunks, {min_chunks} needed")
     shape = stamps[0][2]
-    ran = "map" if shape == () else "vmap" if shape[0] == num_members else f"chunked({shape[0]})"
+    ran = ran_label("map" if shape == () else "vmap", shape[0] if shape else 1, num_members)
     per_seed_step = statistics.median(seconds / seed_steps for seconds, seed_steps in steady)
     return SweepSample(per_seed_step, stamps[0][0] - started, ran)
+
+
+def ran_label(strategy: str, chunk_members: int, num_members: int) -> str:
+    """What a sweep of ``num_members`` ran, as `time_sweep` reads it off the metrics' shape:
+    ``"map"``, ``"vmap"`` or ``"chunked(M)"``."""
+    if strategy == "map":
+        return "map"
+    return "vmap" if chunk_members == num_members else f"chunked({chunk_members})"
+
+
+def auto_parts_of(
+    model: jaxdl.Layer, data: jaxdl.data.Dataset, num_members: int, config: jaxdl.TrainConfig
+) -> tuple[str, int]:
+    """``(what auto runs, its parts)``: `jaxdl.sweep.choose_strategy`'s plan for one member's
+    `TrainState` (as `jaxdl.sweep` makes it), labelled as `ran_label`. With parts > 1 auto's
+    program is not the program of the strategy it names (``"vmap"`` in 4 parts is not strategy
+    ``"vmap"``), so its choice cannot stand in for its own samples."""
+    example = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
+    hparams = jaxdl.Hparams(lr=LR).as_arrays()  # no decay: none in the program
+
+    def member():
+        key = jax.random.key(0)
+        return jaxdl.init_state(model, config, hparams, example, init_key=key, data_key=key)
+
+    plan = choose_strategy(jax.eval_shape(member), num_members, steps=config.steps)
+    return ran_label(plan.strategy, plan.chunk_members, num_members), plan.parts
 
 
 def population_hparams(num_members: int) -> jaxdl.Hparams:
@@ -589,12 +617,15 @@ class Measured:
         of the first call (sweeps; auto's is timed first).
       strategy: what ``auto`` ran.
       chunk_steps: steps per chunk.
+      parts: the parts auto's program split its members into (`auto_parts_of`); ``None``
+        when auto did not run what `choose_strategy` planned (then unknown).
     """
 
     timings: dict[str, common.Timing]
     first_s: dict[str, float]
     strategy: str
     chunk_steps: int
+    parts: int | None = 1
 
 
 def runner_sampler(runner: common.Runner, number: int, members: int) -> Callable[[], float]:
@@ -646,9 +677,14 @@ def measure(spec: Spec, num_members: int, settings: Settings, *, torch: bool = T
 
         samplers[strategy] = sample
 
-    # auto first: its first call compiles, the strategy it runs then loads that program.
-    timings = interleave_samples(samplers, settings.repeats, first="auto")
-    return Measured(timings, first_s, "/".join(sorted(ran)), chunk_steps)
+    # auto first: its first call compiles, the strategy it runs then loads that program. The
+    # cache is this (network, K)'s alone and holds no runner: the compile table's entries are
+    # compiles, but for a strategy whose program auto compiled just before.
+    with persistent_cache():
+        timings = interleave_samples(samplers, settings.repeats, first="auto")
+    strategy = "/".join(sorted(ran))
+    planned, parts = auto_parts_of(model, data, num_members, config)
+    return Measured(timings, first_s, strategy, chunk_steps, parts if planned == strategy else None)
 
 
 @contextlib.contextmanager
@@ -658,7 +694,9 @@ def persistent_cache():
     Every `jaxdl.sweep` call compiles its programs anew; with the cache, a call after the first
     of the same (network, K, strategy) loads them instead (about 1 s rather than 3 to 20 s on 2
     busy cores). What is timed, the steady chunks, runs the same executable either way. The
-    previous settings are restored afterwards.
+    previous settings are restored afterwards. `measure` opens one around its samples only, so
+    no compile-table entry loads a program compiled at another K (map's, the hand loop's
+    single-member step are the same at every K), nor a runner's.
     """
     before = {
         name: getattr(jax.config, name)
@@ -729,6 +767,12 @@ def over(measured: Measured, a: str, b: str) -> tuple[float | None, float]:
     return common.paired_ratio(measured.timings[b], measured.timings[a])
 
 
+def auto_ran(measured: Measured) -> str:
+    """The "auto ran" cell: the strategy, and its parts when more than one."""
+    parts = measured.parts
+    return measured.strategy + (f", {parts} parts" if parts is not None and parts > 1 else "")
+
+
 def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[Table]:
     """The throughput table of each network, the targets table and the compile table."""
     specs = {spec.key: spec for spec in SPECS}
@@ -738,20 +782,21 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
         spec = specs[key]
         rows = []
         for k, m in by_k.items():
-            rows.append([k, m.strategy, *(rate(m, name) for name in COLUMNS), m.chunk_steps])
+            rows.append([k, auto_ran(m), *(rate(m, name) for name in COLUMNS), m.chunk_steps])
             hand = best_of(m, HAND)
             own = best_of(m, ("vmap", "map"))
             auto_hand, noise = over(m, "auto", hand)
             auto_own, own_noise = over(m, "auto", own)
-            # auto runs the program of the strategy it chose: its choice over the best choice.
-            # A chunked plan is neither strategy's program: auto's own samples are its samples.
-            chosen = over(m, m.strategy, own)[0] if m.strategy in ("vmap", "map") else auto_own
+            # auto runs the program of the strategy it chose, unless in parts or chunks: then
+            # (or when its plan is unknown) auto's own samples are judged.
+            same = m.strategy in ("vmap", "map") and m.parts == 1
+            chosen = over(m, m.strategy, own)[0] if same else auto_own
             scan_loop = over(m, "whole_run", "jaxdl_loop")[0]
             target_rows.append(
                 [
                     spec.key,
                     k,
-                    m.strategy,
+                    auto_ran(m),
                     auto_hand,
                     COLUMNS[hand],
                     verdict(auto_hand, spec.target, at_most=False),
@@ -824,13 +869,15 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
                 "for the ConvNet; auto ≥ 0.95× the best jaxdl strategy; the whole-run scan "
                 "never slower than a Python loop of jitted (vmapped) steps, jaxdl's own step "
                 "(`make_step`) with batches drawn by `jax.random.randint`.",
-                "auto runs the program of the strategy it chose (auto ran), so auto / best "
-                "jaxdl differs from auto's choice / best jaxdl (that strategy's own samples over "
-                "the best's; 1 when auto chose the best) only by noise; the target is judged on "
-                "the latter. When auto ran a chunked plan (chunked(M): M members vmapped per "
-                "program run, `jaxdl.sweep.choose_strategy`), that is auto / best jaxdl. Noise: "
-                "± half the relative IQR of the per-repeat ratios auto / best hand and auto / "
-                "best jaxdl.",
+                "When auto ran plain vmap or map (auto ran, no parts), it runs that strategy's "
+                "program, so auto / best jaxdl differs from auto's choice / best jaxdl (that "
+                "strategy's own samples over the best's; 1 when auto chose the best) only by "
+                "noise, and the target is judged on the latter. When auto ran a chunked plan "
+                "(chunked(M): M members vmapped per program run) or split its program into "
+                "parts (`jaxdl.sweep.choose_strategy`; on a CPU only), its program is neither "
+                "strategy's: auto's choice / best jaxdl is then auto / best jaxdl, auto's own "
+                "samples. Noise: ± half the relative IQR of the per-repeat ratios auto / best "
+                "hand and auto / best jaxdl.",
             ],
         )
     )
@@ -844,9 +891,10 @@ def tables(results: dict[str, dict[int, Measured]], settings: Settings) -> list[
             [
                 "jaxdl.sweep: from the call to the first `on_chunk` (data to device, build, "
                 "init, compile, first chunk) of its first call. The benchmark keeps a "
-                "persistent compilation cache, so a strategy running the program auto compiled "
-                "before it loads it: that entry is a sweep call without compiling. Runners: "
-                "trace + compile + first call, in the warm benchmark process.",
+                "persistent compilation cache for each (network, K), so a strategy running the "
+                "program auto compiled before it at that K loads it: that entry is a sweep call "
+                "without compiling. Runners: trace + compile + first call, in the warm "
+                "benchmark process, without the cache.",
             ],
         )
     )
@@ -866,8 +914,7 @@ def run(quick: bool = False, ks: tuple[int, ...] | None = None) -> list[Table]:
     throughput, targets and compile tables."""
     settings = QUICK if quick else FULL
     settings = dataclasses.replace(settings, ks=tuple(ks or population_sizes(quick)))
-    with persistent_cache():
-        results = {spec.key: {k: measure(spec, k, settings) for k in settings.ks} for spec in SPECS}
+    results = {spec.key: {k: measure(spec, k, settings) for k in settings.ks} for spec in SPECS}
     return tables(results, settings)
 
 

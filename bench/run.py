@@ -48,16 +48,17 @@ def load(name: str):
 
 
 def machine_table(info: dict, peak: dict) -> common.Table:
+    if info["torch"] is None:
+        torch_cell = "not installed"
+    else:
+        tf32 = ", TF32 matmuls" if info["torch_tf32_matmul"] else ""
+        torch_cell = f"{info['torch']} ({info['torch_threads']}, {info['torch_device']}{tf32})"
     rows = [
         ["CPU", info["cpu"]],
         ["cores (os.cpu_count)", info["cores"]],
         ["1-min load average at start", info["load_avg_1m"]],
         ["JAX / backend / device", f"{info['jax']} / {info['backend']} / {info['device']}"],
-        [
-            "PyTorch (threads, device)",
-            f"{info['torch']} ({info['torch_threads']}, {info['torch_device']}"
-            + (", TF32 matmuls)" if info["torch_tf32_matmul"] else ")"),
-        ],
+        ["PyTorch (threads, device)", torch_cell],
     ]
     size = common.peak_size()
     rows += [

@@ -7,9 +7,10 @@ import os
 import sys
 import types
 
+import jax
 import pytest
 
-from bench import bench_sweep, common
+from bench import bench_convnet, bench_startup, bench_sweep, common
 from bench import run as bench_run
 from bench.common import Table
 
@@ -34,6 +35,12 @@ def test_an_accelerator_times_up_to_1024_members_without_the_cpu_limits(monkeypa
     for spec in SPECS.values():
         assert bench_sweep.chunk_steps_for(spec, 1024) == bench_sweep.ACCELERATOR_CHUNK_STEPS
     assert common.peak_size() == 8192
+
+
+def test_the_convnet_tables_name_the_conv_auto_runs_on_the_backend(monkeypatch):
+    assert bench_convnet.auto_conv() == "canonical_conv"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert bench_convnet.auto_conv() == "lax.conv"  # impl="auto" is XLA's conv off the CPU
 
 
 def test_pytorch_peers_stay_on_the_cpu_when_jax_does():
@@ -61,12 +68,16 @@ def tiny_benchmark(monkeypatch):
     return calls
 
 
-def test_a_partial_run_writes_results_named_by_backend(tiny_benchmark, tmp_path, capsys):
+def test_a_partial_run_writes_results_named_by_backend(
+    tiny_benchmark, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setattr(common, "import_torch", lambda: None)
     assert bench_run.main(["--only", "tiny", "--out", str(tmp_path)]) == 0
     assert sorted(os.listdir(tmp_path)) == ["cpu-tiny.json", "cpu-tiny.md"]
     report = (tmp_path / "cpu-tiny.md").read_text()
     assert report.startswith("# jaxdl benchmarks (CPU, ")
     assert "### Tiny" in report and "JAX / backend / device" in report
+    assert "| PyTorch (threads, device) | not installed |" in report  # not "None (None, None)"
     assert tiny_benchmark == [(False, {})]
 
 
@@ -112,3 +123,20 @@ def test_median_ci_takes_the_binomial_order_statistics(n, ranks):
 
 def test_median_ci_of_nothing_is_nan():
     assert all(math.isnan(v) for v in common.median_ci([]))
+
+
+def test_startup_subprocesses_alternate_which_goes_first(monkeypatch):
+    """A fresh process right after another (warm page cache, one more core free) is not the
+    same as one after a pause: neither import nor first step always goes first."""
+    order = []
+
+    def run_script(code, *args, cache_dir=None):
+        order.append("jax, optax" if "import jax, optax\n" in code else "jaxdl")
+        return {"result": {"s": 1.0, "total": 1.0, "init": 0.5, "step": 0.5}, "stderr": ""}
+
+    monkeypatch.setattr(bench_startup, "run_script", run_script)
+    monkeypatch.setattr(common, "import_torch", lambda: None)
+    bench_startup.run(quick=True)  # 3 import pairs, then one jaxdl first step
+    imports = [order[i : i + 2] for i in range(0, 6, 2)]
+    assert [pair[0] for pair in imports] == ["jaxdl", "jax, optax", "jaxdl"]
+    assert all(sorted(pair) == ["jax, optax", "jaxdl"] for pair in imports)

@@ -86,17 +86,33 @@ def test_vmapped_step_and_scan_equal_single_steps():
 
 def test_measure_fills_the_tables(monkeypatch):
     """One tiny measurement (MLP, 2 members, no PyTorch, no hand scan): every timed column is a
-    positive rate, auto ran what `choose_strategy` picks, the tables have one cell per column,
-    and the compilation-cache settings are restored."""
+    positive rate, auto ran what `choose_strategy` picks, the tables have one cell per column;
+    the sweeps ran with a persistent compilation cache, the runners compiled without it, and the
+    settings are restored."""
     monkeypatch.setattr(common, "import_torch", lambda: None)
     spec = dataclasses.replace(SPECS["mlp"], chunk_steps={2: 2}, max_members={"hand_vmap_scan": 1})
     settings = bench_sweep.Settings(
         ks=(2,), repeats=1, target_s=0.01, min_chunks=1, whole_run=False
     )
     cache_dir = jax.config.jax_compilation_cache_dir
-    with bench_sweep.persistent_cache(), standard_promotion():
+    seen = {"hand_runners": [], "time_sweep": []}  # the cache folder each call ran with
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen[name].append(jax.config.jax_compilation_cache_dir)
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(bench_sweep, name, wrapped)
+
+    spy("hand_runners", bench_sweep.hand_runners)
+    spy("time_sweep", bench_sweep.time_sweep)
+    with standard_promotion():
         measured = bench_sweep.measure(spec, 2, settings, torch=False)
     assert jax.config.jax_compilation_cache_dir == cache_dir
+    assert seen["hand_runners"] == [cache_dir]  # runners' first calls are compiles
+    assert len(seen["time_sweep"]) == 3 and cache_dir not in seen["time_sweep"]
+    assert len(set(seen["time_sweep"])) == 1
+    assert measured.parts == 1  # two members of an MLP: one plain vmap
 
     params_shape, _ = jax.eval_shape(spec.jaxdl_model().init, jax.random.key(0), jnp.zeros((1, 40)))
     assert measured.strategy == choose_strategy(params_shape, 2).strategy
@@ -154,3 +170,32 @@ def test_timed_sweeps_are_long_runs_as_auto_plans_them(spec):
         config = bench_sweep.sweep_config(chunk_steps)
         assert config.steps >= max(CPU_PARTS_MIN_STEPS, CPU_CONV_PARTS_MIN_STEPS)
         assert config.steps % chunk_steps == 0
+
+
+def test_auto_in_parts_is_judged_on_its_own_samples():
+    """A vmap in parts is not strategy vmap's program: the target ratio is auto's own samples
+    over the best jaxdl strategy's, not the vmap strategy's (1.0 here by construction), and the
+    table says how many parts auto ran."""
+
+    def timing(seconds):
+        return common.Timing([seconds] * 3, 1)
+
+    timings = {"auto": timing(1.0), "vmap": timing(2.0), "map": timing(3.0)}
+    timings.update({name: timing(4.0) for name in bench_sweep.HAND})
+    settings = bench_sweep.Settings(ks=(8,), repeats=3, target_s=0.1, min_chunks=1, whole_run=False)
+
+    def target_row(parts):
+        measured = bench_sweep.Measured(timings, {}, "vmap", 100, parts)
+        table = bench_sweep.tables({"mlp": {8: measured}}, settings)[1]
+        (row,) = table.rows
+        verdict = row[table.columns.index("best jaxdl") + 1]  # the target after best jaxdl
+        return {**dict(zip(table.columns, row, strict=True)), "verdict": verdict}
+
+    row = target_row(4)
+    assert row["auto ran"] == "vmap, 4 parts"
+    assert row["auto's choice / best jaxdl"] == pytest.approx(2.0)  # auto / vmap
+    assert row["verdict"] == "met (≥ 0.95)"
+    row = target_row(None)  # unknown parts: auto's own samples too
+    assert row["auto ran"] == "vmap" and row["auto's choice / best jaxdl"] == pytest.approx(2.0)
+    row = target_row(1)  # plain vmap: auto runs vmap's program, judged on vmap's samples
+    assert row["auto's choice / best jaxdl"] == pytest.approx(1.0)
