@@ -8,6 +8,7 @@ running it. User errors print one line ``error: ...`` to stderr and exit with st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -384,7 +385,8 @@ def warn_unused_options(args: argparse.Namespace, cfg: config.RunConfig, models:
         "--optimizer": {cfg.train.optimizer},
         "--schedule": {cfg.train.schedule},
     }
-    for option in dict.fromkeys(getattr(args, "given_options", [])):
+    given = dict.fromkeys(getattr(args, "given_options", []))
+    for option in given:
         if option in CONDITIONAL_OPTIONS:
             selector, value = CONDITIONAL_OPTIONS[option]
             if value not in selected[selector]:
@@ -392,6 +394,19 @@ def warn_unused_options(args: argparse.Namespace, cfg: config.RunConfig, models:
                     f"warning: {option} acts only with {selector} {value}; ignored here",
                     file=sys.stderr,
                 )
+    # A dense net without hidden layers (logistic, mlp --hidden none) has nowhere to apply it.
+    if "--activation" in given and not any(_has_hidden_layers(cfg.model, m) for m in models):
+        which = f"model {models[0]} has" if len(models) == 1 else f"models {', '.join(models)} have"
+        print(
+            f"warning: --activation acts after hidden layers and {which} none; ignored here",
+            file=sys.stderr,
+        )
+
+
+def _has_hidden_layers(model_cfg: config.ModelConfig, name: str) -> bool:
+    """Whether model ``name`` built with ``model_cfg``'s other fields has hidden layers."""
+    hidden = model_cfg.hidden if model_cfg.hidden is not None else config.DEFAULT_HIDDEN[name]
+    return name == "convnet" or bool(hidden)
 
 
 def _resumed_config(run_dir: str) -> config.RunConfig:
@@ -636,25 +651,92 @@ def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-compilation-cache",
         action="store_true",
-        help="compile everything afresh: no persistent XLA cache (default: kept in "
-        "$JAXDL_CACHE_DIR or ~/.cache/jaxdl/xla; JAXDL_CACHE_DIR=off disables it too)",
+        help="compile everything afresh: no persistent XLA cache, not even the one of "
+        "JAX_COMPILATION_CACHE_DIR (default: kept in $JAXDL_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/jaxdl/xla or ~/.cache/jaxdl/xla; JAXDL_CACHE_DIR=off disables it too)",
     )
 
 
 def _use_compilation_cache(args: argparse.Namespace) -> None:
     """Turns on the persistent compilation cache (a repeated run then skips compilation: its
-    first step on CPU takes about 0.5 s instead of 2 s), unless disabled or already set up."""
+    first step on CPU takes about 0.5 s instead of 2 s), unless disabled or already set up;
+    ``--no-compilation-cache`` turns off JAX's own (``JAX_COMPILATION_CACHE_DIR``) too."""
     import jax
 
     from jaxdl.compilation_cache import default_cache_dir, enable_compilation_cache
 
+    if args.no_compilation_cache:  # afresh, as it says: JAX's own cache too, if one is set
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
     path = default_cache_dir()
-    if args.no_compilation_cache or path is None or jax.config.jax_compilation_cache_dir:
+    if path is None or jax.config.jax_compilation_cache_dir:
         return  # off, or the user configured JAX's cache (JAX_COMPILATION_CACHE_DIR) already
     try:
         enable_compilation_cache(path)
     except OSError as err:  # a read-only home, say: run uncached rather than fail
         print(f"warning: no compilation cache ({_error_text(err)})", file=sys.stderr)
+
+
+class _Output:
+    """``sys.stdout`` while a command runs: once its reader has gone (``jaxdl train | head -1``),
+    or if it was closed (``>&-``), what is printed goes to os.devnull and the run goes on (its
+    folder holds what was printed; stopped by its reader, it would leave half a folder).
+
+    Args:
+      stream: the ``sys.stdout`` to write to, or ``None`` where it was closed.
+    """
+
+    def __init__(self, stream):
+        self._devnull = None  # opened when first needed; `close` closes it
+        self._stream = self._open_devnull() if stream is None else stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        """Points the stream's descriptor at os.devnull, so that what it still buffers (Python
+        flushes it at exit) goes there too; a stream without one is replaced."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            self._stream = self._open_devnull()
+        finally:
+            os.close(devnull)
+
+    def _open_devnull(self):
+        self._devnull = open(os.devnull, "w")
+        return self._devnull
+
+    def close(self) -> None:
+        """Closes the os.devnull it opened, not the stream it was given."""
+        if self._devnull is not None:
+            self._devnull.close()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, fileno... of the stream
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _lasting_output():
+    """``sys.stdout`` made an `_Output` for the duration."""
+    saved = sys.stdout
+    sys.stdout = output = _Output(saved)
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+        output.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -683,7 +765,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "resume", None):  # train and sweep
             check_resume_options(args)
         _use_compilation_cache(args)
-        return args.handler(args)
+        with _lasting_output():
+            return args.handler(args)
     except (UsageError, *USER_ERRORS) as err:
         print(f"error: {_error_text(err)}", file=sys.stderr)
         return USAGE_STATUS

@@ -8,6 +8,7 @@ does, through `enable_compilation_cache`, unless ``--no-compilation-cache`` or
 
 from __future__ import annotations
 
+import errno
 import os
 
 import jax
@@ -48,7 +49,7 @@ def enable_compilation_cache(path: str | None = None, *, min_compile_time_s: flo
 
     Raises:
       ValueError: ``path`` is ``None`` and ``JAXDL_CACHE_DIR`` says ``off``.
-      OSError: the folder cannot be created.
+      OSError: the folder cannot be created or written to.
 
     Example:
       >>> jaxdl.enable_compilation_cache()  # '~/.cache/jaxdl/xla'
@@ -60,6 +61,8 @@ def enable_compilation_cache(path: str | None = None, *, min_compile_time_s: flo
             raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} disables the compilation cache")
     path = os.path.abspath(os.path.expanduser(path))
     os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):  # else JAX warns once for every program it saves
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # any size

@@ -246,7 +246,10 @@ def population_axes(args: argparse.Namespace) -> dict[str, list[Any]]:
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The `SweepSpec` of the parsed options (every value checked as the `RunConfig` checks it)."""
-    base = config.replace(config.RunConfig(), config_overrides(args))
+    # The model checked is one the sweep trains (`check_fits` checks the others), not the
+    # RunConfig default: a convnet would refuse --dropout given to a sweep of MLPs.
+    overrides = {**config_overrides(args), "model.name": args.models[0]}
+    base = config.replace(config.RunConfig(), overrides)
     base = dataclasses.replace(
         base,
         lr=args.lrs[0],

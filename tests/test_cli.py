@@ -577,3 +577,74 @@ def test_options_the_run_does_not_use_are_warned_about(tmp_path):
     tiny = ["1", "--steps", "2", "--chunk-steps", "2", "--eval-every", "2", "--no-progress"]
     status, _, stderr = run_main([*argv, *tiny, "--out", str(tmp_path / "s")])
     assert status == 0 and "warning" not in stderr  # the ConvNet uses it
+
+
+def test_a_sweep_checks_the_model_options_against_the_models_it_trains(tmp_path):
+    """--dropout acts on dense hidden layers: a sweep of MLPs takes it (it was refused as if the
+    sweep trained the RunConfig's default convnet), a sweep with a ConvNet refuses it, as
+    jaxdl train does."""
+    from jaxdl import sweep_cli
+
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["sweep", "--model", "mlp", "--dropout", "0.3"])
+    spec = sweep_cli.spec_from_args(args)
+    assert (spec.run.model.name, spec.run.model.dropout) == ("mlp", 0.3)
+    out = tmp_path / "s"
+    argv = ["sweep", "--model", "mlp,convnet", "--dropout", "0.3", "--seeds", "1"]
+    status, _, stderr = run_main([*argv, "--no-progress", "--out", str(out)])
+    assert status == 2
+    assert stderr.startswith("error: model.dropout acts on dense hidden layers and model 'convnet'")
+    assert not out.exists()
+
+
+class GoneReader(io.StringIO):
+    """A stdout whose reader has gone, as a pipe's after ``| head -1``."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("stdout", [GoneReader(), None], ids=["reader-gone", "closed"])
+def test_a_run_goes_on_when_its_output_cannot_be_written(tmp_path, stdout):
+    """The run is its folder: a reader that left (an error, exit 2, half a folder) or a closed
+    stdout (a traceback) must not stop it."""
+    err = io.StringIO()
+    argv = [*TINY[:-1], "--out", str(tmp_path / "run")]  # without --no-progress: isatty asked
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    assert (status, err.getvalue()) == (0, "")
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_run_piped_to_a_reader_that_leaves_ends_quietly(tmp_path):
+    """``jaxdl train ... | head -1``: nothing on stderr, not even Python's failed flush at exit."""
+    env = {**os.environ, "JAXDL_CACHE_DIR": "off"}
+    command = [sys.executable, "-m", "jaxdl", *TINY, "--out", str(tmp_path / "run")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        proc.stdout.close()  # the reader leaves before the first line
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0, stderr
+    assert stderr == ""
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_an_activation_without_hidden_layers_is_warned_about(tmp_path):
+    """A dense net without hidden layers has nowhere to apply --activation, which changed
+    nothing silently; a sweep warns only if none of its models has hidden layers."""
+    warning = "warning: --activation acts after hidden layers and model logistic has none; "
+    argv = [*TINY[:4], "logistic", *TINY[7:], "--activation", "tanh"]  # no --hidden 32
+    status, _, stderr = run_main([*argv, "--out", str(tmp_path / "run")])
+    assert status == 0
+    assert stderr.splitlines() == [warning + "ignored here"]
+    sweep = ["sweep", "--data", "digits", "--seeds", "1", "--steps", "2", "--chunk-steps", "2"]
+    sweep += ["--eval-every", "2", "--no-progress", "--activation", "tanh", "--hidden", "none"]
+    status, _, stderr = run_main([*sweep, "--model", "mlp,logistic", "--out", str(tmp_path / "s")])
+    assert status == 0
+    assert stderr.splitlines() == [
+        "warning: --activation acts after hidden layers and models mlp, logistic have none; "
+        "ignored here"
+    ]
+    status, _, stderr = run_main(
+        [*sweep, "--model", "logistic,convnet", "--out", str(tmp_path / "c")]
+    )
+    assert status == 0 and "warning" not in stderr  # the ConvNet uses it

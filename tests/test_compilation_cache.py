@@ -6,6 +6,8 @@ the test process must not start writing to a cache.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -93,9 +95,11 @@ def test_command_fills_the_cache(tmp_path):
 def no_cache_configured():
     """JAX's cache folder unset for the test (another test may have run the command here)."""
     before = jax.config.jax_compilation_cache_dir
+    enabled = jax.config.jax_enable_compilation_cache  # --no-compilation-cache turns it off
     jax.config.update("jax_compilation_cache_dir", None)
     yield
     jax.config.update("jax_compilation_cache_dir", before)
+    jax.config.update("jax_enable_compilation_cache", enabled)
 
 
 @pytest.mark.parametrize("option, environment", [(True, "/tmp/unused"), (False, "off")])
@@ -116,3 +120,37 @@ def test_the_option_is_listed_by_every_command():
     _, parsers = cli.build_parser()
     for name, parser in parsers.items():
         assert "--no-compilation-cache" in parser.valid_options(), name
+
+
+def test_command_warns_once_about_a_cache_folder_it_cannot_write(
+    monkeypatch, no_cache_configured, tmp_path
+):
+    """An existing folder it may not write to: one warning, not JAX's for every program."""
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    cache.chmod(0o555)
+    readable = os.access
+    monkeypatch.setattr(  # root may write anywhere: as if it were another user
+        os, "access", lambda path, mode: readable(path, mode) and str(path) != str(cache)
+    )
+    monkeypatch.setenv(ENV_VAR, str(cache))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        cli._use_compilation_cache(argparse.Namespace(no_compilation_cache=False))
+    assert err.getvalue() == f"warning: no compilation cache (Permission denied: {cache})\n"
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_the_option_turns_off_a_cache_the_user_set_up(tmp_path):
+    """--no-compilation-cache compiles afresh, as it says, with JAX_COMPILATION_CACHE_DIR set
+    too; without it, that folder is used instead of jaxdl's."""
+    env = {**os.environ, "PYTHONPATH": ROOT, ENV_VAR: str(tmp_path / "jaxdl")}
+    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"))
+    env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    for run, option in (("off", ["--no-compilation-cache"]), ("on", [])):
+        command = [sys.executable, "-m", "jaxdl", *TRAIN, "--out", str(tmp_path / run), *option]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert not os.path.exists(tmp_path / "jaxdl")
+        saved = os.listdir(tmp_path / "jax") if os.path.exists(tmp_path / "jax") else []
+        assert bool(saved) == (not option), saved
