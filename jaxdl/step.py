@@ -118,6 +118,8 @@ class TrainConfig:
             if not is_count(value):
                 raise ValueError(f"TrainConfig.{field} must be a positive int, got {value!r}")
             object.__setattr__(self, field, int(value))  # a NumPy int, too, becomes a Python int
+        if self.steps >= 2**31:  # TrainState.step would wrap to negative: diverged_at's "none"
+            raise ValueError(f"TrainConfig.steps must be < 2**31 (int32 steps), got {self.steps}")
         # What preflight checks, made plain Python numbers here too: a NumPy warmup_steps would
         # be refused there, a NumPy momentum or grad_clip would not survive `json.dumps`.
         if is_count(self.warmup_steps, minimum=0):
@@ -210,7 +212,8 @@ def init_state(
       model: the `Layer` to train.
       config: the run's `TrainConfig`.
       hparams: the run's `Hparams` (``init_scale`` scales the initial weights).
-      example: an example input ``[batch, ...features]`` (array or ``jax.ShapeDtypeStruct``).
+      example: an example input ``[batch, ...features]`` (array or ``jax.ShapeDtypeStruct``),
+        read in JAX's dtype for it (float64 is float32 unless ``jax_enable_x64``).
       init_key: key of the initial parameters.
       data_key: key of the batch order and dropout.
 
@@ -223,7 +226,8 @@ def init_state(
     leaves = jax.tree.leaves((hparams, init_key, data_key))
     if keys_are_arrays and not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         try:
-            jitted = _jitted_init(model, config, tuple(example.shape), jnp.dtype(example.dtype))
+            dtype = jax.dtypes.canonicalize_dtype(example.dtype)  # float64 is float32 without x64
+            jitted = _jitted_init(model, config, tuple(example.shape), dtype)
         except TypeError:  # a model or config that cannot be hashed: run it eagerly
             pass
         else:
@@ -233,6 +237,11 @@ def init_state(
 
 def _init_state(model, config, hparams, example, init_key, data_key) -> TrainState:
     """`init_state`'s computation, traced or eager."""
+    # A NumPy float64 example with x64 off, read as JAX holds it (float32): as given, the layers
+    # asked for float64 weights, which JAX truncates with a warning.
+    dtype = jax.dtypes.canonicalize_dtype(example.dtype)
+    if dtype != example.dtype:
+        example = jax.ShapeDtypeStruct(example.shape, dtype)
     params, model_state = model.init(init_key, example)
     params = _scale_weights(params, hparams.init_scale)
     opt_state = make_optimizer(config, hparams).init(params)
@@ -409,6 +418,23 @@ def part_bounds(num_members: int, parts: int) -> list[tuple[int, int]]:
     return list(zip([0, *stops[:-1]], stops, strict=True))
 
 
+def _population_size(state: TrainState, hparams: Hparams) -> int:
+    """The members of a population's ``state`` (``step``: ``[members]``), after checking that
+    every field of ``hparams`` has that leading axis: slices of a longer one would go unnoticed."""
+    if jnp.ndim(state.step) != 1:
+        raise ValueError(
+            f"make_parted_chunk: state.step must have shape [members], got {jnp.shape(state.step)}"
+        )
+    members = state.step.shape[0]
+    for field, value in hparams._asdict().items():
+        if value is not None and jnp.shape(value)[:1] != (members,):
+            raise ValueError(
+                f"make_parted_chunk: hparams.{field} must have shape [members={members}], "
+                f"got {jnp.shape(value)}"
+            )
+    return members
+
+
 def make_parted_chunk(
     model: Layer,
     config: TrainConfig,
@@ -450,7 +476,7 @@ def make_parted_chunk(
         return jax.tree.map(lambda a: a[None], stepped)
 
     def chunk(state: TrainState, hparams: Hparams, data: DeviceData):
-        bounds = part_bounds(state.step.shape[0], parts)
+        bounds = part_bounds(_population_size(state, hparams), parts)
 
         def split(tree):
             return tuple(jax.tree.map(lambda a, i=i, j=j: a[i:j], tree) for i, j in bounds)

@@ -94,3 +94,19 @@ def test_build_program_refuses_parts_without_a_population_or_with_a_mesh(data):
     mesh = jaxdl.sharding.make_mesh({"members": 1, "data": 1})
     with pytest.raises(ValueError, match=r"parts=2 .*mesh=True"):
         train.build_program(model, CONFIG, data.x_train[:1], population=True, parts=2, mesh=mesh)
+
+
+def test_hparams_not_one_per_member_are_refused(data):
+    """Slices of a longer hparams axis once trained the first members silently; a shared
+    (unbatched) value or state failed with an IndexError naming nothing."""
+    model = jaxdl.mlp(hidden=(4,))
+    state, hparams = population(model, data)
+    chunk = make_parted_chunk(model, CONFIG, 3, 2)
+    longer = hparams._replace(lr=np.ones(MEMBERS + 1, np.float32))
+    with pytest.raises(ValueError, match=rf"hparams.lr must have shape \[members={MEMBERS}\], "):
+        chunk(state, longer, data)
+    with pytest.raises(ValueError, match=r"hparams.init_scale must .*, got \(\)"):
+        chunk(state, hparams._replace(init_scale=np.float32(1)), data)
+    one = jax.tree.map(lambda a: a[0], state)
+    with pytest.raises(ValueError, match=r"state.step must have shape \[members\], got \(\)"):
+        chunk(one, hparams, data)

@@ -885,3 +885,41 @@ def test_init_state_with_an_int_seed_for_a_key_names_the_mistake():
         train.init_state(
             model, TrainConfig(), Hparams(), EXAMPLE, init_key=0, data_key=jax.random.key(1)
         )
+
+
+def test_a_float64_example_initialises_as_jax_holds_it():
+    """A NumPy float64 example with x64 off is read as float32, eagerly and traced: the conv
+    layer asked for float64 weights, which JAX truncated with a warning (an error here)."""
+    model = jaxdl.convnet(channels=(4,), kernel=3)
+    config = TrainConfig(batch_size=16)
+    example = np.zeros((1, 8, 8, 1))  # float64
+    init_key, data_key = run_keys(0)
+    state = train.init_state(
+        model, config, Hparams(), example, init_key=init_key, data_key=data_key
+    )
+    expected = train.init_state(
+        model, config, Hparams(), EXAMPLE, init_key=init_key, data_key=data_key
+    )
+    chex.assert_trees_all_equal(state.params, expected.params)  # float32, the same values
+    program = train.build_program(model, config, example)
+    traced = program.init(*run_seeds(0), Hparams().as_arrays())
+    chex.assert_trees_all_equal(traced.params, expected.params)
+
+
+def test_train_config_refuses_steps_past_the_int32_step_counter():
+    TrainConfig(steps=2**31 - 1)
+    with pytest.raises(ValueError, match=r"^TrainConfig.steps must be < 2\*\*31"):
+        TrainConfig(steps=2**31)
+
+
+def test_batches_of_a_long_run_do_not_overflow_step_times_batch_size():
+    """Step 20 million at batch 128 is past 2**31 examples seen: each batch is still its slice
+    of its epoch's permutation (the offset is taken within the epoch before scaling)."""
+    key = jax.random.key(0)
+    spe = 60_000 // 128
+    start = 20_000_000
+    indices = np.asarray(chunk_indices(key, start, 3, 60_000, 128))  # [3, 128]
+    for i, row in enumerate(indices):
+        epoch, offset = divmod(start + i, spe)
+        perm = np.asarray(jaxdl.data.batching.epoch_permutation(key, epoch, 60_000))
+        np.testing.assert_array_equal(row, perm[offset * 128 : (offset + 1) * 128])
