@@ -294,8 +294,9 @@ def train_and_evaluate(
 ) -> RunOutcome:
     """Trains the run ``cfg`` describes and writes its folder (``cfg.out``, or `default_out_dir`).
 
-    The data set and the batch size are checked before the folder is made, so a bad
-    configuration leaves nothing behind.
+    The data set, the batch size, the hyper-parameters and the model against the data are
+    checked before the folder is made (`check_fits`), so a bad configuration leaves nothing
+    behind.
 
     Args:
       cfg: the `RunConfig`.
@@ -322,8 +323,8 @@ def train_and_evaluate(
       >>> outcome.results["final_test_accuracy"]
     """
     data = load_data(cfg.data) if data is None else data
-    check_fits(cfg.train, data)
     model = build_model(cfg.model, data.num_classes, len(data.input_shape))
+    check_fits(cfg.train, data, model, cfg.hparams)  # as `fit` will, but before the folder
     out_dir = cfg.out if cfg.out is not None else default_out_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)  # config.json names its own folder
 

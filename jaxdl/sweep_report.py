@@ -124,14 +124,16 @@ def curve_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def plot_learning_curves(result: SweepResult) -> bytes:
-    """PNG: train loss and test accuracy vs step per configuration, mean with a min-max band
-    across seeds (`curve_band`: non-finite points of diverged members left out)."""
+    """PNG: train loss (log scale where every finite value is > 0) and test accuracy vs step per
+    configuration, mean with a min-max band across seeds (`curve_band`: non-finite points of
+    diverged members left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    finite_loss = []  # each configuration's finite lower band of the loss
     for label, members in _by_config(result).items():
         histories = [result.member_histories[i] for i in members]
         for ax, step_key, key, scale in (
@@ -141,9 +143,16 @@ def plot_learning_curves(result: SweepResult) -> bytes:
             steps = np.asarray(histories[0][step_key])
             curves = scale * np.stack([np.asarray(h[key]) for h in histories])  # [seeds, points]
             mean, low, high = curve_band(curves)
+            if key == "loss":
+                finite_loss.append(low[np.isfinite(low)])
             (line,) = ax.plot(steps, mean, label=label)
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-    loss_ax.set(xlabel="step", ylabel="train loss", yscale="log", title="loss (band: min-max)")
+    loss_ax.set(xlabel="step", ylabel="train loss", title="loss (band: min-max)")
+    finite_loss = np.concatenate(finite_loss)
+    # as `jaxdl.report.plot_curves`: no finite loss (every member diverged in every chunk) is an
+    # error on a log scale in matplotlib, and a loss of 0 would fall off it, so both stay linear
+    if finite_loss.size and (finite_loss > 0).all():
+        loss_ax.set_yscale("log")
     acc_ax.set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy (band: min-max)")
     acc_ax.legend(fontsize=7)
     for ax in (loss_ax, acc_ax):

@@ -648,3 +648,14 @@ def test_an_activation_without_hidden_layers_is_warned_about(tmp_path):
         [*sweep, "--model", "logistic,convnet", "--out", str(tmp_path / "c")]
     )
     assert status == 0 and "warning" not in stderr  # the ConvNet uses it
+
+
+def test_a_model_refusing_the_data_leaves_no_run_folder(tmp_path):
+    """The model was checked against the data only inside `fit`, after config.json,
+    checkpoints/ and the TensorBoard log were written."""
+    out = tmp_path / "run"
+    args = ["--model", "convnet", "--channels", "8,8,8,8", "--checkpoint-every", "10"]
+    status, _, stderr = run_main([*TINY, *args, "--out", str(out)])  # a 4th pool of 1x1 inputs
+    assert status == 2
+    assert stderr.startswith("error: max_pool 'pool4': window (2, 2)"), stderr
+    assert not out.exists()

@@ -218,3 +218,14 @@ def test_resumed_sweep_progress_counts_the_groups_restored_complete(tmp_path, mo
     args[args.index(str(tmp_path))] = str(tmp_path / "live")
     assert cli.main([a for a in args if a != "--no-progress"]) == 0
     assert bars[0].steps == [40, 80]  # the bar stopped at 40/80
+
+
+def test_sweep_folder_where_every_member_diverged_plots_its_curves(tmp_path):
+    """Every loss NaN/inf (every member diverged in its only chunk): curves.png set a log scale
+    with no positive data, and matplotlib's ValueError ended `jaxdl sweep` with status 2 and
+    no curves.png instead of status 1."""
+    result = result_of({"seed": [0, 1]}, [0.1, 0.1], diverged_at=[2, 3])
+    result.member_histories[0]["loss"] = np.array([np.nan, np.nan])
+    result.member_histories[1]["loss"] = np.array([np.inf, np.nan])
+    write_sweep(result, tmp_path, data_name="digits")
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
