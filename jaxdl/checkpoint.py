@@ -401,8 +401,7 @@ class Checkpointer:
             metadata = self._manager.item_metadata(step)
         except Exception:
             return None
-        tree = getattr(metadata, "tree", metadata)
-        return tree
+        return getattr(metadata, "tree", metadata)
 
     def close(self) -> None:
         """Waits for pending writes and releases the manager."""

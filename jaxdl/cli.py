@@ -395,18 +395,14 @@ def warn_unused_options(args: argparse.Namespace, cfg: config.RunConfig, models:
                     file=sys.stderr,
                 )
     # A dense net without hidden layers (logistic, mlp --hidden none) has nowhere to apply it.
-    if "--activation" in given and not any(_has_hidden_layers(cfg.model, m) for m in models):
+    if "--activation" in given and not any(
+        m == "convnet" or config.hidden_of(cfg.model.hidden, m) for m in models
+    ):
         which = f"model {models[0]} has" if len(models) == 1 else f"models {', '.join(models)} have"
         print(
             f"warning: --activation acts after hidden layers and {which} none; ignored here",
             file=sys.stderr,
         )
-
-
-def _has_hidden_layers(model_cfg: config.ModelConfig, name: str) -> bool:
-    """Whether model ``name`` built with ``model_cfg``'s other fields has hidden layers."""
-    hidden = model_cfg.hidden if model_cfg.hidden is not None else config.DEFAULT_HIDDEN[name]
-    return name == "convnet" or bool(hidden)
 
 
 def _resumed_config(run_dir: str) -> config.RunConfig:

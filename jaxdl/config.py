@@ -59,6 +59,11 @@ def _set(config, field: str, value: Any) -> None:
     object.__setattr__(config, field, value)
 
 
+def hidden_of(hidden: tuple[int, ...] | None, name: str) -> tuple[int, ...]:
+    """The hidden widths model ``name`` is built with: ``hidden``, or its default."""
+    return hidden if hidden is not None else DEFAULT_HIDDEN[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which network to build; `build_model` makes it. Every field is static (fixes the program)."""
@@ -115,7 +120,7 @@ class ModelConfig:
     @property
     def resolved_hidden(self) -> tuple[int, ...]:
         """The hidden widths used: ``hidden``, or the model's default."""
-        return self.hidden if self.hidden is not None else DEFAULT_HIDDEN[self.name]
+        return hidden_of(self.hidden, self.name)
 
 
 @dataclasses.dataclass(frozen=True)

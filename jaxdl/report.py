@@ -163,6 +163,15 @@ def summarize(
     }
 
 
+def log_scale_if_positive(ax, values) -> None:
+    """Puts ``ax`` on a log y-scale where the finite ``values`` are all > 0: with none (every
+    chunk of a diverged run) matplotlib refuses a log scale, and a 0 would fall off it."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all():
+        ax.set_yscale("log")
+
+
 def plot_curves(history: History) -> bytes:
     """PNG bytes: train loss vs step (left), train and test accuracy (%) vs step (right).
 
@@ -180,10 +189,8 @@ def plot_curves(history: History) -> bytes:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     loss = np.asarray(history["loss"], dtype=np.float64)
     loss_ax.plot(history["step"], loss)
-    positive = loss[np.isfinite(loss)]
     loss_ax.set(xlabel="step", ylabel="train loss", title="loss")
-    if positive.size and (positive > 0).all():
-        loss_ax.set_yscale("log")
+    log_scale_if_positive(loss_ax, loss)
     acc_ax.plot(history["step"], 100 * np.asarray(history["train_accuracy"]), label="train")
     if len(history.get("eval_step", ())):
         test = 100 * np.asarray(history["test_accuracy"])

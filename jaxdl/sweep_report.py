@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from jaxdl.io import write_atomic, write_json_atomic
+from jaxdl.report import log_scale_if_positive
 from jaxdl.sweep_result import SEED_AXES, SweepResult, render
 
 # What `write_sweep` writes, and the member run folders of ``jaxdl sweep --save-members``.
@@ -133,7 +134,7 @@ def plot_learning_curves(result: SweepResult) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    finite_loss = []  # each configuration's finite lower band of the loss
+    lower_losses = []  # each configuration's lower band of the loss
     for label, members in _by_config(result).items():
         histories = [result.member_histories[i] for i in members]
         for ax, step_key, key, scale in (
@@ -144,15 +145,11 @@ def plot_learning_curves(result: SweepResult) -> bytes:
             curves = scale * np.stack([np.asarray(h[key]) for h in histories])  # [seeds, points]
             mean, low, high = curve_band(curves)
             if key == "loss":
-                finite_loss.append(low[np.isfinite(low)])
+                lower_losses.append(low)
             (line,) = ax.plot(steps, mean, label=label)
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
     loss_ax.set(xlabel="step", ylabel="train loss", title="loss (band: min-max)")
-    finite_loss = np.concatenate(finite_loss)
-    # as `jaxdl.report.plot_curves`: no finite loss (every member diverged in every chunk) is an
-    # error on a log scale in matplotlib, and a loss of 0 would fall off it, so both stay linear
-    if finite_loss.size and (finite_loss > 0).all():
-        loss_ax.set_yscale("log")
+    log_scale_if_positive(loss_ax, np.concatenate(lower_losses))
     acc_ax.set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy (band: min-max)")
     acc_ax.legend(fontsize=7)
     for ax in (loss_ax, acc_ax):
